@@ -240,29 +240,37 @@ Status run_impl(Path path, const Inputs& in, const Options& opt, bool own_key_ok
     // Tiles of consecutive rows share key tiles when their ranges overlap well.
     constexpr int64_t kTile = 8;
     const int64_t ntiles = (s.nq + kTile - 1) / kTile;
-#pragma omp parallel num_threads(nt)
-    {
-      std::vector<std::vector<Scored>> rows;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t tIdx = 0; tIdx < ntiles; ++tIdx) {
-        const int64_t i0 = tIdx * kTile, i1 = std::min(s.nq, i0 + kTile);
-        int64_t lo = INT64_MAX, hi = 0, sum = 0;
+    // Few tiles (decode): split each row's keys across the threads instead of the rows.
+    const bool split_keys = ntiles < 2 * nt;
+    auto do_tile = [&](int64_t tIdx, std::vector<std::vector<Scored>>& rows, int key_threads) {
+      const int64_t i0 = tIdx * kTile, i1 = std::min(s.nq, i0 + kTile);
+      int64_t lo = INT64_MAX, hi = 0, sum = 0;
+      for (int64_t i = i0; i < i1; ++i) {
+        if (in.ks[i] >= in.ke[i]) continue;
+        lo = std::min<int64_t>(lo, in.ks[i]);
+        hi = std::max<int64_t>(hi, in.ke[i]);
+        sum += in.ke[i] - in.ks[i];
+      }
+      const bool shared = hi > lo && 2 * sum >= (i1 - i0) * (hi - lo) && (hi - lo) <= (1 << 18);
+      if (shared) {
+        score_dsa_tile(in, i0, i1, &rows, key_threads);
+        for (int64_t i = i0; i < i1; ++i) finish_row(i, &rows[i - i0]);
+      } else {
         for (int64_t i = i0; i < i1; ++i) {
-          if (in.ks[i] >= in.ke[i]) continue;
-          lo = std::min<int64_t>(lo, in.ks[i]);
-          hi = std::max<int64_t>(hi, in.ke[i]);
-          sum += in.ke[i] - in.ks[i];
+          score_dsa_tile(in, i, i + 1, &rows, key_threads);
+          finish_row(i, &rows[0]);
         }
-        const bool shared = hi > lo && 2 * sum >= (i1 - i0) * (hi - lo) && (hi - lo) <= (1 << 18);
-        if (shared) {
-          score_dsa_tile(in, i0, i1, &rows);
-          for (int64_t i = i0; i < i1; ++i) finish_row(i, &rows[i - i0]);
-        } else {
-          for (int64_t i = i0; i < i1; ++i) {
-            score_dsa_tile(in, i, i + 1, &rows);
-            finish_row(i, &rows[0]);
-          }
-        }
+      }
+    };
+    if (split_keys) {
+      std::vector<std::vector<Scored>> rows;
+      for (int64_t tIdx = 0; tIdx < ntiles; ++tIdx) do_tile(tIdx, rows, nt);
+    } else {
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<std::vector<Scored>> rows;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tIdx = 0; tIdx < ntiles; ++tIdx) do_tile(tIdx, rows, 1);
       }
     }
   } else {

@@ -183,7 +183,8 @@ void RowScorer::score_list(int64_t i, const int32_t* keys, int64_t n, const int*
   if (n > 0) score_keys(i, keys, 0, n, heads, nheads, out);
 }
 
-void score_dsa_tile(const Inputs& in, int64_t i0, int64_t i1, std::vector<std::vector<Scored>>* rows) {
+void score_dsa_tile(const Inputs& in, int64_t i0, int64_t i1, std::vector<std::vector<Scored>>* rows,
+                    int key_threads) {
   const int H = in.shape.h;
   const int64_t T = i1 - i0;
   rows->resize(T);
@@ -203,26 +204,43 @@ void score_dsa_tile(const Inputs& in, int64_t i0, int64_t i1, std::vector<std::v
     for (int64_t t = 0; t < T; ++t) cq[t] = weighted_qnorm(in, i0 + t, nullptr, 0);
   ColMat qt;
   load_queries(in, i0, T, &qt);
-  RowMat kc, p;
-  for (int64_t c0 = lo; c0 < hi; c0 += kKeyChunk) {
-    const int64_t cn = std::min<int64_t>(kKeyChunk, hi - c0);
-    // Skip the whole chunk when no row of the tile sees it (causal tiles).
-    bool any = false;
-    for (int64_t t = 0; t < T && !any; ++t) any = in.ks[i0 + t] < c0 + cn && in.ke[i0 + t] > c0;
-    if (!any) continue;
-    load_keys(in, nullptr, c0, cn, &kc);
-    p.noalias() = kc * qt;
-    for (int64_t tk = 0; tk < cn; ++tk) {
-      const int64_t j = c0 + tk;
-      const double kn = gamma > 0.0 ? key_norm(in, j) : 0.0;
-      const double* prow = p.row(tk).data();
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t i = i0 + t;
-        if (j < in.ks[i] || j >= in.ke[i]) continue;
-        (*rows)[t].push_back(finish(in, i, j, prow + t * H, nullptr, 0, gamma * cq[t] * kn));
+  const int64_t nchunks = (hi - lo + kKeyChunk - 1) / kKeyChunk;
+  // Key chunks are independent; with several threads each fills its own per-chunk lists, which
+  // are appended in chunk order afterwards (the order of a row's keys does not affect selection).
+  std::vector<std::vector<std::vector<Scored>>> parts(key_threads > 1 ? nchunks : 0);
+#pragma omp parallel num_threads(key_threads) if (key_threads > 1)
+  {
+    RowMat kc, p;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      const int64_t c0 = lo + c * kKeyChunk;
+      const int64_t cn = std::min<int64_t>(kKeyChunk, hi - c0);
+      // Skip the whole chunk when no row of the tile sees it (causal tiles).
+      bool any = false;
+      for (int64_t t = 0; t < T && !any; ++t) any = in.ks[i0 + t] < c0 + cn && in.ke[i0 + t] > c0;
+      if (!any) continue;
+      std::vector<std::vector<Scored>>* dst = rows;
+      if (key_threads > 1) {
+        parts[c].resize(T);
+        dst = &parts[c];
+      }
+      load_keys(in, nullptr, c0, cn, &kc);
+      p.noalias() = kc * qt;
+      for (int64_t tk = 0; tk < cn; ++tk) {
+        const int64_t j = c0 + tk;
+        const double kn = gamma > 0.0 ? key_norm(in, j) : 0.0;
+        const double* prow = p.row(tk).data();
+        for (int64_t t = 0; t < T; ++t) {
+          const int64_t i = i0 + t;
+          if (j < in.ks[i] || j >= in.ke[i]) continue;
+          (*dst)[t].push_back(finish(in, i, j, prow + t * H, nullptr, 0, gamma * cq[t] * kn));
+        }
       }
     }
   }
+  for (auto& part : parts)
+    for (int64_t t = 0; t < static_cast<int64_t>(part.size()); ++t)
+      (*rows)[t].insert((*rows)[t].end(), part[t].begin(), part[t].end());
 }
 
 void pooled_mean(const Inputs& in, int64_t j0, int64_t j1, float* out) {

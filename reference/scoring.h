@@ -55,8 +55,10 @@ class RowScorer {
 };
 
 /// Dense multi-query scoring for DSA: the same numbers as RowScorer, tiled across queries so the
-/// key tiles are shared (the fast path of the oracle).
-void score_dsa_tile(const Inputs& in, int64_t i0, int64_t i1, std::vector<std::vector<Scored>>* rows);
+/// key tiles are shared (the fast path of the oracle). rows[t] receives the visible keys of query
+/// i0 + t in no particular order; key_threads > 1 splits the keys across that many threads.
+void score_dsa_tile(const Inputs& in, int64_t i0, int64_t i1, std::vector<std::vector<Scored>>* rows,
+                    int key_threads = 1);
 
 /// Pooled (mean) key of keys [j0, j1): sum of s[j] k[j, :] exact, rounded once to fp32, divided
 /// by the count with one fp32 rounding (SPEC 4.2).
