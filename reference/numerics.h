@@ -11,8 +11,9 @@ float e4m3_to_float(uint8_t code);
 /// CUDA's satfinite conversion: round to nearest even; |x| >= 464 (and +-inf) saturate to +-448;
 /// NaN gives 0x7F (sign dropped); subnormals handled exactly; -0 keeps its sign (0x80).
 uint8_t float_to_e4m3_satfinite(float x);
-/// The non-saturating conversion of PyTorch / ml_dtypes: as satfinite for |x| < 464, but
-/// |x| >= 464 and +-inf become NaN (0x7F with the sign of x, i.e. 0xFF for negatives).
+/// The non-saturating conversion of PyTorch / ml_dtypes: as satfinite for |x| <= 464 (464 is the
+/// midpoint of 448 and 480 and ties to 448, the even code), but |x| > 464 and +-inf become NaN
+/// (0x7F with the sign of x, i.e. 0xFF for negatives; CUDA's __NV_NOSAT gives 0x7F for both).
 uint8_t float_to_e4m3_nonsat(float x);
 /// True when x is exactly an e4m3fn value (finite; +-0 included).
 bool is_e4m3_value(float x);
@@ -24,7 +25,8 @@ inline float round_to_e4m3(float x) { return e4m3_to_float(float_to_e4m3_satfini
 /// Exact decode of a bf16 bit pattern.
 float bf16_to_float(uint16_t bits);
 /// fp32 -> bf16, round to nearest even: (u + 0x7FFF + ((u >> 16) & 1)) >> 16 for non-NaN u;
-/// NaN gives a quiet NaN with the sign kept (0x7FC0 | sign).
+/// NaN gives a quiet NaN with the sign kept (0x7FC0 | sign; CUDA's __float2bfloat16_rn gives
+/// 0x7FFF for every NaN, verified on an H100 over all 2^32 inputs: only NaNs differ).
 uint16_t float_to_bf16(float x);
 inline float round_to_bf16(float x) { return bf16_to_float(float_to_bf16(x)); }
 bool is_bf16_value(float x);

@@ -209,7 +209,7 @@ Status run_impl(Path path, const Inputs& in, const Options& opt, bool own_key_ok
   INDEXLAB_RETURN_IF_ERROR(validate_options(path, in.shape, opt));
   const bool routed = path == Path::kMisa || path == Path::kMisaDagger;
   if (routed && opt.routing == Routing::kOwnKey && !own_key_ok) {
-    return error("routing own_key is defined for paged decode with next_n = 1 only");
+    return error("routing own_key is defined for paged decode with next_n = 1 only (got next_n > 1)");
   }
   const Shape& s = in.shape;
   LogitsLayout lay = lay_in;
@@ -318,7 +318,7 @@ Status run_impl(Path path, const Inputs& in, const Options& opt, bool own_key_ok
 
 Status run(Path path, const Inputs& in, const Options& opt, Result* out) {
   if (out == nullptr) return error("run: out is null");
-  return run_impl(path, in, opt, false, LogitsLayout{}, out);
+  return run_impl(path, in, opt, true, LogitsLayout{}, out);
 }
 
 Status flatten_paged(const PagedInputs& in, const Options& opt, Inputs* flat,

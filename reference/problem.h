@@ -88,7 +88,8 @@ struct Options {
   // MISA (SPEC 5)
   int misa_heads = 8;           // active heads h
   int misa_block = 1024;        // router block size Br
-  Routing routing = Routing::kPooled;
+  Routing routing = Routing::kPooled;  // own_key routes on key ke[i] - 1 (the query's own key);
+                                       // paged decode allows it with next_n = 1 only
   // MISA-dagger (SPEC 6)
   int64_t dagger_k1 = 8192;
   // Threads (0: OpenMP default).

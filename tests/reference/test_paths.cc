@@ -158,9 +158,10 @@ TEST(RefMisa, HandWorkedRouting) {
   o.routing = Routing::kQNorm;
   r = must_run(Path::kMisa, in, o);
   EXPECT_EQ(r.active_heads, (std::vector<int32_t>{0}));
-  // own-key routing is a decode-only option.
+  // own-key routing on the last visible key (0.25): E = w relu(0.25 q) = (0.125, 0, -0.25).
   o.routing = Routing::kOwnKey;
-  EXPECT_FALSE(run(Path::kMisa, in, o, &r).ok());
+  r = must_run(Path::kMisa, in, o);
+  EXPECT_EQ(r.active_heads, (std::vector<int32_t>{0}));
 }
 
 TEST(RefMisaDagger, RescoresStageOneCandidates) {

@@ -108,10 +108,6 @@ TEST(RefValidation, PathOptions) {
   o = {};
   o.threads = -1;
   expect_error(in, "threads must be >= 0", Path::kDsa, o);
-  o = {};
-  o.misa_heads = 1;
-  o.routing = Routing::kOwnKey;
-  expect_error(in, "own_key is defined for paged decode", Path::kMisa, o);
   Result r;
   EXPECT_FALSE(run(Path::kDsa, in, {}, nullptr).ok());
 }

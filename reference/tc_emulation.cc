@@ -1,0 +1,89 @@
+/// Bit-exact emulation of Hopper wgmma accumulation (SPEC section 8): align, truncate, sum.
+#include "reference/tc_emulation.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+
+namespace indexlab::ref {
+namespace {
+
+constexpr int kFp8ChunkK = 32;
+constexpr int kBf16ChunkK = 16;
+
+// One k-chunk (n is the instruction's k, or fewer): the products a[t] * b[t] (exact in fp64) and
+// acc are aligned to the largest exponent E among the non-zero terms and truncated toward zero to
+// multiples of 2^(E - align_bits); their exact sum is truncated toward zero to result_bits
+// significant bits within the fp32 range (spacing at least 2^-149; above FLT_MAX gives FLT_MAX).
+// An exact zero sum gives +0, a negative sum truncated to zero gives -0. Non-finite terms fall
+// back to plain fp32 arithmetic, so a NaN or inf comes out.
+float aligned_truncated_chunk(const float* a, const float* b, int n, float acc, int align_bits,
+                              int result_bits) {
+  auto product = [&](int t) { return static_cast<double>(a[t]) * static_cast<double>(b[t]); };
+  bool finite = std::isfinite(acc);
+  int max_exponent = acc != 0.0f && finite ? std::ilogb(acc) : INT32_MIN;  // of the largest term
+  for (int t = 0; t < n; ++t) {
+    const double p = product(t);
+    if (!std::isfinite(p)) {
+      finite = false;
+    } else if (p != 0.0) {
+      max_exponent = std::max(max_exponent, std::ilogb(p));
+    }
+  }
+  if (!finite) {
+    float sum = acc;
+    for (int t = 0; t < n; ++t) sum += a[t] * b[t];
+    return sum;
+  }
+  if (max_exponent == INT32_MIN) return 0.0f;
+
+  // Each term becomes an integer count of units 2^unit_exponent; |count| < 2^(align_bits + 1).
+  const int unit_exponent = max_exponent - align_bits;
+  auto truncated_units = [&](double term) {
+    return static_cast<int64_t>(std::trunc(std::ldexp(term, -unit_exponent)));
+  };
+  int64_t units = truncated_units(acc);
+  for (int t = 0; t < n; ++t) units += truncated_units(product(t));
+  if (units == 0) return 0.0f;
+
+  const bool negative = units < 0;
+  uint64_t magnitude = static_cast<uint64_t>(negative ? -units : units);
+  int bit_length = 0;
+  while ((magnitude >> bit_length) != 0) ++bit_length;
+  const int result_exponent = unit_exponent + bit_length - 1;
+  const int keep_exponent = std::max(result_exponent - (result_bits - 1), -149);
+  if (keep_exponent > unit_exponent) {
+    const int drop = keep_exponent - unit_exponent;
+    magnitude = drop >= 64 ? 0 : (magnitude >> drop) << drop;
+  }
+  double value = std::ldexp(static_cast<double>(magnitude), unit_exponent);  // exact: < 54 bits
+  value = std::min(value, static_cast<double>(FLT_MAX));
+  return static_cast<float>(negative ? -value : value);
+}
+
+}  // namespace
+
+float wgmma_fp8_chunk(const float* a, const float* b, int n, float acc) {
+  return aligned_truncated_chunk(a, b, n, acc, 13, 14);
+}
+
+float wgmma_fp8_dot(const float* a, const float* b, int n, float acc) {
+  for (int start = 0; start < n; start += kFp8ChunkK) {
+    acc = wgmma_fp8_chunk(a + start, b + start, std::min(kFp8ChunkK, n - start), acc);
+  }
+  return acc;
+}
+
+float wgmma_bf16_chunk(const float* a, const float* b, int n, float acc) {
+  return aligned_truncated_chunk(a, b, n, acc, 25, 24);
+}
+
+float wgmma_bf16_dot(const float* a, const float* b, int n, float acc) {
+  for (int start = 0; start < n; start += kBf16ChunkK) {
+    acc = wgmma_bf16_chunk(a + start, b + start, std::min(kBf16ChunkK, n - start), acc);
+  }
+  return acc;
+}
+
+}  // namespace indexlab::ref
