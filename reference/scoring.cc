@@ -30,28 +30,21 @@ float round_up_float(double b) {
   return f;
 }
 
-/// The fp64 epilogue of one (query, key) pair: p holds the h head dots of that pair.
+/// The fp64 epilogue of one (query, key) pair: p holds the pair's head dots, one per head listed
+/// in `heads` (in that order), or all h heads in order when heads is null.
 inline Scored finish(const Inputs& in, int64_t i, int64_t j, const double* p, const int* heads,
                      int nheads, double dot_term) {
   const int H = in.shape.h;
   const double s = in.k_scale.empty() ? 1.0 : static_cast<double>(in.k_scale[j]);
   const float* w = &in.w[i * H];
-  double v = 0.0, a = 0.0;
-  if (heads == nullptr) {
-    for (int h = 0; h < H; ++h) {
-      const double r = relu(s * p[h]);
-      v += static_cast<double>(w[h]) * r;
-      a += std::fabs(static_cast<double>(w[h])) * r;
-    }
-  } else {
-    for (int t = 0; t < nheads; ++t) {
-      const int h = heads[t];
-      const double r = relu(s * p[h]);
-      v += static_cast<double>(w[h]) * r;
-      a += std::fabs(static_cast<double>(w[h])) * r;
-    }
-  }
   const int nh = heads == nullptr ? H : nheads;
+  double v = 0.0, a = 0.0;
+  for (int t = 0; t < nh; ++t) {
+    const int h = heads == nullptr ? t : heads[t];
+    const double r = relu(s * p[t]);
+    v += static_cast<double>(w[h]) * r;
+    a += std::fabs(static_cast<double>(w[h])) * r;
+  }
   const double bound = (nh + 3) * kU * a + 1.01 * s * dot_term;
   Scored r;
   r.score = static_cast<float>(v);
@@ -89,14 +82,17 @@ double key_norm(const Inputs& in, int64_t j) {
   return std::sqrt(n2) * 1.0000001;
 }
 
-/// Fills qt [d, rows*h] (column t*h + hh holds q[i0 + t, hh, :]).
-void load_queries(const Inputs& in, int64_t i0, int64_t rows, ColMat* qt) {
+/// Fills qt [d, rows*nh] (column t*nh + c holds q[i0 + t, heads[c], :]; all heads when null).
+void load_queries(const Inputs& in, int64_t i0, int64_t rows, ColMat* qt, const int* heads = nullptr,
+                  int nheads = 0) {
   const int H = in.shape.h, D = in.shape.d;
-  qt->resize(D, rows * H);
+  const int nh = heads == nullptr ? H : nheads;
+  qt->resize(D, rows * nh);
   for (int64_t t = 0; t < rows; ++t)
-    for (int h = 0; h < H; ++h)
-      for (int dd = 0; dd < D; ++dd)
-        (*qt)(dd, t * H + h) = in.q[((i0 + t) * H + h) * D + dd];
+    for (int c = 0; c < nh; ++c) {
+      const int h = heads == nullptr ? c : heads[c];
+      for (int dd = 0; dd < D; ++dd) (*qt)(dd, t * nh + c) = in.q[((i0 + t) * H + h) * D + dd];
+    }
 }
 
 /// Fills kc [n, d] with keys (a list, or the range j0..j0+n when keys is null).
@@ -158,7 +154,7 @@ void RowScorer::score_keys(int64_t i, const int32_t* keys, int64_t j0, int64_t n
   const double gamma = dot_gamma(in_);
   const double cq = gamma > 0.0 ? weighted_qnorm(in_, i, heads, nheads) : 0.0;
   ColMat qt;
-  load_queries(in_, i, 1, &qt);
+  load_queries(in_, i, 1, &qt, heads, nheads);  // only the heads that are summed
   RowMat kc, p;
   out->reserve(out->size() + n);
   for (int64_t c0 = 0; c0 < n; c0 += kKeyChunk) {

@@ -1,0 +1,369 @@
+/// Judging a candidate against the reference (see judge.h).
+#include "compare/judge.h"
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <random>
+#include <set>
+#include <sstream>
+#include <unordered_map>
+
+#include "reference/numerics.h"
+#include "reference/scoring.h"
+
+namespace indexlab::compare {
+namespace {
+
+std::string fmt(double x) {
+  std::ostringstream os;
+  os.precision(9);
+  os << x;
+  return os.str();
+}
+
+/// Per-key drift bound of one row under a tolerance model (0 for the exact model).
+std::vector<double> row_bounds(const ref::Inputs& sub, int64_t t, const Tolerance& tol) {
+  const int64_t ks = sub.ks[t], ke = sub.ke[t];
+  std::vector<double> b(static_cast<size_t>(ke - ks), 0.0);
+  if ((tol.dot_rel == 0.0 && tol.epi_rel == 0.0) || ke <= ks) return b;
+  const int H = sub.shape.h;
+  ref::RowScorer scorer(sub);
+  std::vector<double> dots, absdots;
+  scorer.head_dots(t, ks, ke - ks, &dots);
+  ref::Inputs a = sub;  // |q| and |k| give sum_d |q_d k_d| through the same product
+  for (auto& x : a.q) x = std::fabs(x);
+  for (auto& x : a.k) x = std::fabs(x);
+  ref::RowScorer abs_scorer(a);
+  abs_scorer.head_dots(t, ks, ke - ks, &absdots);
+  for (int64_t j = ks; j < ke; ++j) {
+    const double s = sub.k_scale.empty() ? 1.0 : sub.k_scale[j];
+    double acc = 0.0;
+    for (int h = 0; h < H; ++h) {
+      const double aw = std::fabs(static_cast<double>(sub.w[t * H + h]));
+      const double dot = dots[(j - ks) * H + h];
+      acc += aw * (tol.dot_rel * s * absdots[(j - ks) * H + h] + tol.epi_rel * std::max(0.0, s * dot));
+    }
+    b[j - ks] = acc;
+  }
+  return b;
+}
+
+}  // namespace
+
+Status tolerance_by_name(const std::string& name, int h, int d, Tolerance* out) {
+  Tolerance t;
+  t.name = name;
+  if (name == "exact") {
+  } else if (name == "fp32") {
+    t.dot_rel = d * 0x1p-24;
+    t.epi_rel = (h + 3) * 0x1p-24;
+  } else if (name == "tensor_core") {
+    t.dot_rel = ((d + 31) / 32) * 34 * 0x1p-13;
+    t.epi_rel = (h + 3) * 0x1p-24;
+  } else {
+    return error("tolerance '", name, "' is not one of exact, fp32, tensor_core");
+  }
+  *out = t;
+  return Status::Ok();
+}
+
+std::vector<int64_t> rows_to_judge(int64_t nq, const JudgeOptions& o) {
+  std::vector<int64_t> rows;
+  if (o.sample_rows <= 0 || o.sample_rows >= nq) {
+    rows.resize(nq);
+    for (int64_t i = 0; i < nq; ++i) rows[i] = i;
+    return rows;
+  }
+  std::mt19937_64 rng(o.seed);
+  std::set<int64_t> pick;
+  // Floyd's algorithm: a uniform sample without replacement.
+  for (int64_t j = nq - o.sample_rows; j < nq; ++j) {
+    std::uniform_int_distribution<int64_t> u(0, j);
+    const int64_t t = u(rng);
+    if (!pick.insert(t).second) pick.insert(j);
+  }
+  return std::vector<int64_t>(pick.begin(), pick.end());
+}
+
+bool bitwise_equal(const CandidateOutput& a, const CandidateOutput& b, std::string* detail) {
+  if (a.index.size() != b.index.size() || a.logits.size() != b.logits.size()) {
+    if (detail) *detail = "output sizes differ between runs";
+    return false;
+  }
+  for (size_t t = 0; t < a.index.size(); ++t) {
+    if (a.index[t] != b.index[t]) {
+      if (detail) {
+        *detail = "index[" + std::to_string(t / std::max(1, a.k)) + "," + std::to_string(t % std::max(1, a.k)) +
+                  "] = " + std::to_string(a.index[t]) + " then " + std::to_string(b.index[t]);
+      }
+      return false;
+    }
+  }
+  if (!a.logits.empty() &&
+      std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)) != 0) {
+    for (size_t t = 0; t < a.logits.size(); ++t) {
+      if (std::memcmp(&a.logits[t], &b.logits[t], sizeof(float)) != 0) {
+        if (detail) {
+          *detail = "logits[" + std::to_string(t / a.logits_cols) + "," + std::to_string(t % a.logits_cols) +
+                    "] = " + fmt(a.logits[t]) + " then " + fmt(b.logits[t]);
+        }
+        break;
+      }
+    }
+    return false;
+  }
+  return true;
+}
+
+Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& o, Report* out) {
+  FlatView fv;
+  INDEXLAB_RETURN_IF_ERROR(flat_view(p, &fv));
+  const ref::Inputs& in = fv.in;
+  const int64_t nq = in.shape.nq;
+  const int K = in.shape.k;
+  if (cand.nq != nq || cand.k != K) {
+    return error("candidate output is [", cand.nq, ", ", cand.k, "] but the problem needs [", nq, ", ", K, "]");
+  }
+  if (static_cast<int64_t>(cand.index.size()) != nq * K) {
+    return error("candidate index has ", cand.index.size(), " elements but [nq, k] needs ", nq * K);
+  }
+  const int64_t cols = p.logits_cols();
+  if (!cand.logits.empty() &&
+      (cand.logits_cols != cols || static_cast<int64_t>(cand.logits.size()) != nq * cols)) {
+    return error("candidate logits are [", cand.logits.size() / std::max<int64_t>(1, cand.logits_cols), ", ",
+                 cand.logits_cols, "] but the problem needs [", nq, ", ", cols, "]");
+  }
+  const std::vector<int64_t> rows = rows_to_judge(nq, o);
+  ref::Inputs sub = restrict_rows(in, rows);
+  ref::Options ro = p.options;
+  ro.index_base = ref::IndexBase::kRelative;
+  ro.want_logits = true;
+  ref::Result rr;
+  if (o.reference != nullptr) {
+    if (o.reference->nq != static_cast<int64_t>(rows.size()) || o.reference->k != K ||
+        o.reference->logits_cols != in.shape.nk) {
+      return error("the precomputed reference does not match the judged rows (", o.reference->nq, " rows of ",
+                   o.reference->logits_cols, " logits, need ", rows.size(), " of ", in.shape.nk, ")");
+    }
+    rr = *o.reference;
+  } else {
+    Problem sp;
+    sp.path = p.path;
+    sp.flat = sub;
+    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &rr).with_context("reference: "));
+  }
+  Report rep;
+  rep.problem = p.name;
+  SelectionSummary& ss = rep.selection;
+  ss.rows_total = nq;
+  ss.rows_judged = static_cast<int64_t>(rows.size());
+  std::vector<RowVerdict> verdicts;
+  double recall_sum = 0.0;
+  LogitsSummary& ls = rep.logits;
+  ls.present = !cand.logits.empty();
+  double sxy = 0.0, sxx = 0.0;
+  int64_t bit_exact = 0;
+
+  for (size_t t = 0; t < rows.size(); ++t) {
+    const int64_t i = rows[t];
+    const int64_t ks = in.ks[i], ke = in.ke[i];
+    const float* lrow = &rr.logits[t * rr.logits_cols];
+    RowVerdict v;
+    v.row = i;
+    v.ref_ambiguous = rr.ambiguous[t] != 0;
+    std::ostringstream diag;
+    // Candidate keys as flat key indices.
+    std::unordered_map<int64_t, int64_t> slot_to_key;
+    if (fv.paged && cand.index_base == ref::IndexBase::kAbsolute)
+      for (int64_t j = ks; j < ke; ++j) slot_to_key[fv.slot_of_key[j]] = j;
+    std::vector<int64_t> ckeys;
+    std::set<int64_t> cset;
+    for (int s = 0; s < K; ++s) {
+      const int64_t x = cand.index[i * K + s];
+      if (x == -1) continue;
+      int64_t j;
+      if (cand.index_base == ref::IndexBase::kRelative) {
+        j = ks + x;
+      } else if (fv.paged) {
+        auto it = slot_to_key.find(x);
+        j = it == slot_to_key.end() ? -1 : it->second;
+      } else {
+        j = x;
+      }
+      if (x < 0 || j < ks || j >= ke) {
+        if (v.valid) diag << "slot " << s << " holds " << x << ", not a visible key (visible: [" << ks << ", " << ke << ")); ";
+        v.valid = false;
+        continue;
+      }
+      if (!cset.insert(j).second) {
+        if (v.valid) diag << "key " << j - ks << " selected twice; ";
+        v.valid = false;
+        continue;
+      }
+      ckeys.push_back(j);
+    }
+    // Reference set and its K-th score.
+    std::vector<int64_t> rkeys;
+    std::vector<float> rscores;
+    for (int s = 0; s < K; ++s) {
+      if (rr.index[t * K + s] < 0) break;
+      rkeys.push_back(ks + rr.index[t * K + s]);
+      rscores.push_back(rr.score[t * K + s]);
+    }
+    const std::set<int64_t> rset(rkeys.begin(), rkeys.end());
+    const bool full = static_cast<int>(rkeys.size()) == K;
+    const float kth = full ? rscores.back() : -INFINITY;
+    int64_t hit = 0;
+    for (int64_t j : ckeys) hit += rset.count(j);
+    v.recall = rkeys.empty() ? 1.0 : static_cast<double>(hit) / rkeys.size();
+    v.exact = v.valid && cset == rset;
+    // Tie-tolerant: same multiset of reference scores.
+    std::vector<float> cs;
+    for (int64_t j : ckeys) cs.push_back(lrow[j]);
+    std::vector<float> rs = rscores;
+    std::sort(cs.begin(), cs.end());
+    std::sort(rs.begin(), rs.end());
+    v.tie_tolerant = v.valid && cs == rs;
+    // Bound-aware: keys within the drift bound of the K-th score are interchangeable.
+    if (v.exact) {
+      v.bound_aware = true;
+    } else if (v.valid && ckeys.size() == rkeys.size()) {
+      const std::vector<double> b = row_bounds(sub, static_cast<int64_t>(t), o.tolerance);
+      const size_t kth_pos = rkeys.empty() ? 0 : rkeys.size() - 1;
+      const double kb = rkeys.empty() ? 0.0 : b[rkeys[kth_pos] - ks] + rr.bound[t * K + kth_pos];
+      bool ok = true;
+      const double u = 0x1p-24;
+      for (int64_t j = ks; j < ke && ok; ++j) {
+        const double sc = lrow[j];
+        const double bj = b[j - ks] + u * std::fabs(sc) + u * std::fabs(kth);
+        if (!full) {
+          // Fewer than K qualify: every qualifying key must be chosen.
+          if (sc > -INFINITY && !cset.count(j)) ok = false;
+        } else if (sc - bj > kth + kb && !cset.count(j)) {
+          ok = false;
+        } else if (cset.count(j) && !(sc + bj >= kth - kb)) {
+          ok = false;
+        }
+      }
+      v.bound_aware = ok;
+    }
+    if (!v.exact) {
+      std::vector<int64_t> missing, extra;
+      for (int64_t j : rkeys)
+        if (!cset.count(j)) missing.push_back(j);
+      for (int64_t j : ckeys)
+        if (!rset.count(j)) extra.push_back(j);
+      if (ckeys.size() != rkeys.size())
+        diag << ckeys.size() << " keys selected, reference has " << rkeys.size() << "; ";
+      diag << "K-th score " << fmt(kth) << "; ";
+      for (size_t m = 0; m < std::min<size_t>(3, missing.size()); ++m) {
+        const float sc = lrow[missing[m]];
+        diag << "missing key " << missing[m] - ks << " (score " << fmt(sc) << ", "
+             << ref::ulp_distance(sc, kth) << " ulps from the K-th); ";
+      }
+      for (size_t m = 0; m < std::min<size_t>(3, extra.size()); ++m) {
+        const float sc = lrow[extra[m]];
+        diag << "extra key " << extra[m] - ks << " (score " << fmt(sc) << ", "
+             << (sc > -INFINITY ? std::to_string(ref::ulp_distance(sc, kth)) : std::string("inf"))
+             << " ulps from the K-th); ";
+      }
+      if (missing.size() > 3 || extra.size() > 3)
+        diag << missing.size() << " missing and " << extra.size() << " extra in all; ";
+    }
+    v.diagnosis = diag.str();
+    ss.exact += v.exact;
+    ss.tie_tolerant += v.tie_tolerant;
+    ss.bound_aware += v.bound_aware;
+    ss.invalid += !v.valid;
+    ss.min_recall = std::min(ss.min_recall, v.recall);
+    recall_sum += v.recall;
+    verdicts.push_back(std::move(v));
+
+    if (ls.present) {
+      const float* crow = &cand.logits[i * cols];
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t j = c + fv.col_base[i];
+        const float r = (j >= 0 && j < in.shape.nk) ? lrow[j] : -INFINITY;
+        const float x = crow[c];
+        const bool rinf = r == -INFINITY, xinf = x == -INFINITY;
+        if (rinf != xinf || std::isnan(x) != std::isnan(r)) {
+          if (ls.inf_mismatches++ == 0) {
+            ls.first_inf_mismatch = "row " + std::to_string(i) + " column " + std::to_string(c) +
+                                    ": reference " + fmt(r) + ", candidate " + fmt(x);
+          }
+          continue;
+        }
+        if (rinf || std::isnan(r)) continue;
+        ++ls.compared;
+        const double ad = std::fabs(static_cast<double>(x) - r);
+        ls.max_abs = std::max(ls.max_abs, ad);
+        if (r != 0.0f) ls.max_rel = std::max(ls.max_rel, ad / std::fabs(static_cast<double>(r)));
+        const uint64_t ul = ref::ulp_distance(x, r);
+        if (ul > ls.max_ulp) {
+          ls.max_ulp = ul;
+          ls.worst = "row " + std::to_string(i) + " column " + std::to_string(c) + ": reference " +
+                     fmt(r) + ", candidate " + fmt(x);
+        }
+        bit_exact += std::memcmp(&x, &r, sizeof(float)) == 0;
+        sxy += static_cast<double>(x) * r;
+        sxx += static_cast<double>(x) * x + static_cast<double>(r) * r;
+      }
+    }
+  }
+  ss.mean_recall = rows.empty() ? 1.0 : recall_sum / rows.size();
+  if (ls.present) {
+    ls.frac_bit_exact = ls.compared ? static_cast<double>(bit_exact) / ls.compared : 1.0;
+    ls.deepgemm_diff = sxx > 0.0 ? 1.0 - 2.0 * sxy / sxx : 0.0;
+  }
+  std::stable_sort(verdicts.begin(), verdicts.end(), [](const RowVerdict& a, const RowVerdict& b) {
+    if (a.valid != b.valid) return !a.valid;
+    if (a.recall != b.recall) return a.recall < b.recall;
+    return a.bound_aware < b.bound_aware;
+  });
+  for (const RowVerdict& v : verdicts) {
+    if (static_cast<int>(ss.worst.size()) >= o.worst_rows) break;
+    if (!v.exact) ss.worst.push_back(v);
+  }
+  *out = std::move(rep);
+  return Status::Ok();
+}
+
+nlohmann::json Report::to_json() const {
+  nlohmann::json j;
+  j["problem"] = problem;
+  j["candidate"] = candidate;
+  auto& s = j["selection"];
+  s["rows_total"] = selection.rows_total;
+  s["rows_judged"] = selection.rows_judged;
+  s["exact"] = selection.exact;
+  s["tie_tolerant"] = selection.tie_tolerant;
+  s["bound_aware"] = selection.bound_aware;
+  s["invalid"] = selection.invalid;
+  s["min_recall"] = selection.min_recall;
+  s["mean_recall"] = selection.mean_recall;
+  s["worst"] = nlohmann::json::array();
+  for (const RowVerdict& v : selection.worst) {
+    s["worst"].push_back({{"row", v.row}, {"recall", v.recall}, {"valid", v.valid},
+                          {"tie_tolerant", v.tie_tolerant}, {"bound_aware", v.bound_aware},
+                          {"reference_ambiguous", v.ref_ambiguous}, {"diagnosis", v.diagnosis}});
+  }
+  if (logits.present) {
+    auto& l = j["logits"];
+    l["inf_mismatches"] = logits.inf_mismatches;
+    l["first_inf_mismatch"] = logits.first_inf_mismatch;
+    l["compared"] = logits.compared;
+    l["max_abs"] = logits.max_abs;
+    l["max_rel"] = logits.max_rel;
+    l["max_ulp"] = logits.max_ulp;
+    l["frac_bit_exact"] = logits.frac_bit_exact;
+    l["deepgemm_diff"] = logits.deepgemm_diff;
+    l["worst"] = logits.worst;
+  }
+  if (reruns > 0) {
+    j["determinism"] = {{"reruns", reruns}, {"bitwise_identical", deterministic}, {"detail", determinism_detail}};
+  }
+  return j;
+}
+
+}  // namespace indexlab::compare

@@ -1,0 +1,134 @@
+/// The candidate registry and the run-judge loop (see registry.h).
+#include "compare/registry.h"
+
+#include <algorithm>
+
+#include "cuda/api.h"
+
+namespace indexlab::compare {
+
+Registry& Registry::global() {
+  static Registry r;
+  return r;
+}
+
+Status Registry::add(Candidate c) {
+  if (c.name.empty()) return error("registry: a candidate needs a name");
+  if (!c.run) return error("registry: candidate '", c.name, "' has no run function");
+  if (find(c.name)) return error("registry: a candidate named '", c.name, "' is already registered");
+  if (!c.supports) c.supports = [](const Problem&, std::string*) { return true; };
+  items_.push_back(std::make_unique<Candidate>(std::move(c)));
+  return Status::Ok();
+}
+
+const Candidate* Registry::find(const std::string& name) const {
+  for (const auto& c : items_)
+    if (c->name == name) return c.get();
+  return nullptr;
+}
+
+std::vector<const Candidate*> Registry::all() const {
+  std::vector<const Candidate*> v;
+  for (const auto& c : items_) v.push_back(c.get());
+  return v;
+}
+
+std::vector<std::string> Registry::names() const {
+  std::vector<std::string> v;
+  for (const auto& c : items_) v.push_back(c->name);
+  return v;
+}
+
+void register_builtin(Registry* r) {
+  for (ref::Path path : {ref::Path::kDsa, ref::Path::kHisa, ref::Path::kMisa, ref::Path::kMisaDagger}) {
+    const std::string name = std::string("ref.") + ref::path_name(path);
+    if (r->find(name)) continue;
+    Candidate c;
+    c.name = name;
+    c.description = std::string("CPU reference of ") + ref::path_name(path) + " (exact fp64 oracle)";
+    c.supports = [path](const Problem& p, std::string* why) {
+      if (p.path == path) return true;
+      if (why) *why = std::string("computes ") + ref::path_name(path) + ", the problem asks for " + ref::path_name(p.path);
+      return false;
+    };
+    c.run = [](const Problem& p, CandidateOutput* out) {
+      ref::Result res;
+      ref::Options o = p.options;
+      o.want_logits = true;
+      INDEXLAB_RETURN_IF_ERROR(run_reference(p, o, &res));
+      out->nq = res.nq;
+      out->k = res.k;
+      out->index_base = p.options.index_base;
+      out->index = std::move(res.index);
+      out->logits_cols = res.logits_cols;
+      out->logits = std::move(res.logits);
+      return Status::Ok();
+    };
+    (void)r->add(std::move(c));
+  }
+  if (cuda::built_with_cuda() && !r->find("cuda.dsa")) {
+    Candidate c;
+    c.name = "cuda.dsa";
+    c.description = "Hopper fp8 DSA: wgmma logits and deterministic radix top-k (flat and paged)";
+    c.needs_gpu = true;
+    c.tolerance = "tensor_core";
+    c.supports = [](const Problem& p, std::string* why) {
+      if (p.path != ref::Path::kDsa) {
+        if (why) *why = "computes dsa only";
+        return false;
+      }
+      if (p.precision() != ref::Precision::kFp8) {
+        if (why) *why = "fp8 only";
+        return false;
+      }
+      Status st = cuda::can_implement(p.h(), p.d(), p.k());
+      if (!st.ok() && why) *why = st.message();
+      return st.ok();
+    };
+    c.run = [](const Problem& p, CandidateOutput* out) {
+      std::string why;
+      if (!cuda::device_available(&why)) return error("no usable GPU: ", why);
+      ref::Result res;
+      ref::Options o = p.options;
+      o.want_logits = true;
+      INDEXLAB_RETURN_IF_ERROR(p.paged ? cuda::dsa_paged_fp8(p.paged_in, o, &res) : cuda::dsa_fp8(p.flat, o, &res));
+      out->nq = res.nq;
+      out->k = res.k;
+      out->index_base = p.options.index_base;
+      out->index = std::move(res.index);
+      out->logits_cols = res.logits_cols;
+      out->logits = std::move(res.logits);
+      return Status::Ok();
+    };
+    (void)r->add(std::move(c));
+  }
+}
+
+Status verify_candidate(const Candidate& c, const Problem& p, JudgeOptions jo, int reruns, Report* out,
+                        CandidateOutput* first_output) {
+  std::string why;
+  if (!c.supports(p, &why)) return error("candidate '", c.name, "' does not support this problem: ", why);
+  if (jo.tolerance.name == "exact" && c.tolerance != "exact") {
+    INDEXLAB_RETURN_IF_ERROR(tolerance_by_name(c.tolerance, p.h(), p.d(), &jo.tolerance));
+  }
+  CandidateOutput first;
+  INDEXLAB_RETURN_IF_ERROR(c.run(p, &first).with_context("candidate '" + c.name + "': "));
+  Report rep;
+  INDEXLAB_RETURN_IF_ERROR(judge(p, first, jo, &rep));
+  rep.candidate = c.name;
+  rep.reruns = std::max(0, reruns - 1);
+  for (int t = 1; t < reruns && rep.deterministic; ++t) {
+    CandidateOutput again;
+    INDEXLAB_RETURN_IF_ERROR(c.run(p, &again).with_context("candidate '" + c.name + "' (rerun): "));
+    std::string detail;
+    if (!bitwise_equal(first, again, &detail)) {
+      rep.deterministic = false;
+      rep.determinism_detail = "rerun " + std::to_string(t) + ": " + detail;
+    }
+  }
+  if (first_output) *first_output = std::move(first);
+  *out = std::move(rep);
+  return Status::Ok();
+}
+
+}  // namespace indexlab::compare
