@@ -256,17 +256,22 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
         if (!rset.count(j)) extra.push_back(j);
       if (ckeys.size() != rkeys.size())
         diag << ckeys.size() << " keys selected, reference has " << rkeys.size() << "; ";
-      diag << "K-th score " << fmt(kth) << "; ";
+      if (full) {
+        diag << "K-th score " << fmt(kth) << "; ";
+      } else {
+        diag << "fewer than K keys qualify, so all " << rkeys.size() << " must be selected; ";
+      }
+      auto gap = [&](float sc) {
+        if (!full || !(sc > -INFINITY)) return std::string();
+        return ", " + std::to_string(ref::ulp_distance(sc, kth)) + " ulps from the K-th";
+      };
       for (size_t m = 0; m < std::min<size_t>(3, missing.size()); ++m) {
         const float sc = lrow[missing[m]];
-        diag << "missing key " << missing[m] - ks << " (score " << fmt(sc) << ", "
-             << ref::ulp_distance(sc, kth) << " ulps from the K-th); ";
+        diag << "missing key " << missing[m] - ks << " (score " << fmt(sc) << gap(sc) << "); ";
       }
       for (size_t m = 0; m < std::min<size_t>(3, extra.size()); ++m) {
         const float sc = lrow[extra[m]];
-        diag << "extra key " << extra[m] - ks << " (score " << fmt(sc) << ", "
-             << (sc > -INFINITY ? std::to_string(ref::ulp_distance(sc, kth)) : std::string("inf"))
-             << " ulps from the K-th); ";
+        diag << "extra key " << extra[m] - ks << " (score " << fmt(sc) << gap(sc) << "); ";
       }
       if (missing.size() > 3 || extra.size() > 3)
         diag << missing.size() << " missing and " << extra.size() << " extra in all; ";
