@@ -182,7 +182,7 @@ int verify_default(const VerifyArgs& a) {
         ref::Result res;
         st = compare::run_reference(cand_p, cand_p.options, &res);
         if (!st.ok()) return fail(st);
-        CandidateOutput co{res.nq, res.k, ref::IndexBase::kRelative, res.index, 0, {}};
+        CandidateOutput co = compare::to_candidate_output(std::move(res), ref::IndexBase::kRelative);
         Report rep;
         st = compare::judge(target, co, jo, &rep);
         if (!st.ok()) return fail(st);

@@ -51,6 +51,17 @@ std::vector<double> row_bounds(const ref::Inputs& sub, int64_t t, const Toleranc
 
 }  // namespace
 
+CandidateOutput to_candidate_output(ref::Result&& r, ref::IndexBase base) {
+  CandidateOutput c;
+  c.nq = r.nq;
+  c.k = r.k;
+  c.index_base = base;
+  c.index = std::move(r.index);
+  c.logits_cols = r.logits_cols;
+  c.logits = std::move(r.logits);
+  return c;
+}
+
 Status tolerance_by_name(const std::string& name, int h, int d, Tolerance* out) {
   Tolerance t;
   t.name = name;

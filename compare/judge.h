@@ -20,6 +20,10 @@ struct CandidateOutput {
   std::vector<float> logits;    // [nq, logits_cols] optional
 };
 
+/// A ref::Result (or a kernel's result in the same struct) as a candidate output; moves the
+/// indices and logits out of `r`.
+CandidateOutput to_candidate_output(ref::Result&& r, ref::IndexBase base);
+
 /// How far a candidate's scores may drift from the exact ones (the bound-aware rule). The bound
 /// of key j for query i is
 ///   dot_rel * sum_h |w_ih| s_j sum_d |q_ihd k_jd|  +  epi_rel * sum_h |w_ih| s_j relu(dot_ihj)

@@ -56,12 +56,7 @@ void register_builtin(Registry* r) {
       ref::Options o = p.options;
       o.want_logits = true;
       INDEXLAB_RETURN_IF_ERROR(run_reference(p, o, &res));
-      out->nq = res.nq;
-      out->k = res.k;
-      out->index_base = p.options.index_base;
-      out->index = std::move(res.index);
-      out->logits_cols = res.logits_cols;
-      out->logits = std::move(res.logits);
+      *out = to_candidate_output(std::move(res), p.options.index_base);
       return Status::Ok();
     };
     (void)r->add(std::move(c));
@@ -92,12 +87,7 @@ void register_builtin(Registry* r) {
       ref::Options o = p.options;
       o.want_logits = true;
       INDEXLAB_RETURN_IF_ERROR(p.paged ? cuda::dsa_paged_fp8(p.paged_in, o, &res) : cuda::dsa_fp8(p.flat, o, &res));
-      out->nq = res.nq;
-      out->k = res.k;
-      out->index_base = p.options.index_base;
-      out->index = std::move(res.index);
-      out->logits_cols = res.logits_cols;
-      out->logits = std::move(res.logits);
+      *out = to_candidate_output(std::move(res), p.options.index_base);
       return Status::Ok();
     };
     (void)r->add(std::move(c));
