@@ -22,19 +22,17 @@ std::string fmt(double x) {
   return os.str();
 }
 
-/// Per-key drift bound of one row under a tolerance model (0 for the exact model).
-std::vector<double> row_bounds(const ref::Inputs& sub, int64_t t, const Tolerance& tol) {
+/// Per-key drift bound of one row under a tolerance model (0 for the exact model). abs_sub is
+/// `sub` with |q| and |k| (so its dots are sum_d |q_d k_d|), built once by the caller.
+std::vector<double> row_bounds(const ref::Inputs& sub, const ref::Inputs& abs_sub, int64_t t,
+                               const Tolerance& tol) {
   const int64_t ks = sub.ks[t], ke = sub.ke[t];
   std::vector<double> b(static_cast<size_t>(ke - ks), 0.0);
   if ((tol.dot_rel == 0.0 && tol.epi_rel == 0.0) || ke <= ks) return b;
   const int H = sub.shape.h;
-  ref::RowScorer scorer(sub);
+  ref::RowScorer scorer(sub), abs_scorer(abs_sub);
   std::vector<double> dots, absdots;
   scorer.head_dots(t, ks, ke - ks, &dots);
-  ref::Inputs a = sub;  // |q| and |k| give sum_d |q_d k_d| through the same product
-  for (auto& x : a.q) x = std::fabs(x);
-  for (auto& x : a.k) x = std::fabs(x);
-  ref::RowScorer abs_scorer(a);
   abs_scorer.head_dots(t, ks, ke - ks, &absdots);
   for (int64_t j = ks; j < ke; ++j) {
     const double s = sub.k_scale.empty() ? 1.0 : sub.k_scale[j];
@@ -147,6 +145,7 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
   }
   const std::vector<int64_t> rows = rows_to_judge(nq, o);
   ref::Inputs sub = restrict_rows(in, rows);
+  ref::Inputs abs_sub;  // built on the first non-exact row that needs drift bounds
   ref::Options ro = p.options;
   ro.index_base = ref::IndexBase::kRelative;
   ro.want_logits = true;
@@ -208,7 +207,7 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
         continue;
       }
       if (!cset.insert(j).second) {
-        if (v.valid) diag << "key " << j - ks << " selected twice; ";
+        if (v.valid) diag << "slot " << s << ": key " << j - ks << " selected twice; ";
         v.valid = false;
         continue;
       }
@@ -240,7 +239,12 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     if (v.exact) {
       v.bound_aware = true;
     } else if (v.valid && ckeys.size() == rkeys.size()) {
-      const std::vector<double> b = row_bounds(sub, static_cast<int64_t>(t), o.tolerance);
+      if (abs_sub.q.empty() && !sub.q.empty()) {
+        abs_sub = sub;
+        for (auto& x : abs_sub.q) x = std::fabs(x);
+        for (auto& x : abs_sub.k) x = std::fabs(x);
+      }
+      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance);
       const size_t kth_pos = rkeys.empty() ? 0 : rkeys.size() - 1;
       const double kb = rkeys.empty() ? 0.0 : b[rkeys[kth_pos] - ks] + rr.bound[t * K + kth_pos];
       bool ok = true;

@@ -1,21 +1,43 @@
 /// Verification problems: JSON form, flat views and the reference runner.
 #include "compare/problem.h"
 
+#include <limits>
+#include <type_traits>
+
 namespace indexlab::compare {
 namespace {
 
 using nlohmann::json;
 
+/// Reads a field strictly: integers must be JSON integers within T's range, booleans booleans,
+/// strings strings; anything else is an error naming the field.
 template <typename T>
 Status get(const json& j, const char* key, T* out, bool required = false) {
   if (!j.contains(key)) {
     if (required) return error("problem JSON: missing field '", key, "'");
     return Status::Ok();
   }
-  try {
-    *out = j.at(key).get<T>();
-  } catch (const std::exception& e) {
-    return error("problem JSON: field '", key, "' has the wrong type (", e.what(), ")");
+  const json& v = j.at(key);
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) return error("problem JSON: field '", key, "' has the wrong type: must be true or false, got ", v.dump());
+    *out = v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!v.is_number_integer()) return error("problem JSON: field '", key, "' has the wrong type: must be an integer, got ", v.dump());
+    if (v.is_number_unsigned()) {
+      const uint64_t x = v.get<uint64_t>();
+      if (x > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+        return error("problem JSON: field '", key, "' = ", x, " is out of range");
+      *out = static_cast<T>(x);
+    } else {
+      const int64_t x = v.get<int64_t>();
+      if (x < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
+          x > static_cast<int64_t>(std::numeric_limits<T>::max()))
+        return error("problem JSON: field '", key, "' = ", x, " is out of range");
+      *out = static_cast<T>(x);
+    }
+  } else {
+    if (!v.is_string()) return error("problem JSON: field '", key, "' has the wrong type: must be a string, got ", v.dump());
+    *out = v.get<std::string>();
   }
   return Status::Ok();
 }
@@ -177,6 +199,7 @@ ref::Inputs restrict_rows(const ref::Inputs& in, const std::vector<int64_t>& row
     r.ks.push_back(in.ks[i]);
     r.ke.push_back(in.ke[i]);
     if (!in.seq_end.empty()) r.seq_end.push_back(in.seq_end[i]);
+    if (!in.block_origin.empty()) r.block_origin.push_back(in.block_origin[i]);
   }
   return r;
 }

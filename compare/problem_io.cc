@@ -99,6 +99,8 @@ Status inputs_to_tensors(const Problem& p, TensorMap* out) {
       INDEXLAB_RETURN_IF_ERROR(put(&m, "q_scale", Tensor::from_f32({nq, H}, f.q_scale, &t), std::move(t)));
     if (!f.seq_end.empty())
       INDEXLAB_RETURN_IF_ERROR(put(&m, "seq_end", Tensor::from_i32({nq}, f.seq_end, &t), std::move(t)));
+    if (!f.block_origin.empty())
+      INDEXLAB_RETURN_IF_ERROR(put(&m, "block_origin", Tensor::from_i32({nq}, f.block_origin, &t), std::move(t)));
   }
   *out = std::move(m);
   return Status::Ok();
@@ -136,6 +138,7 @@ Status inputs_from_tensors(const TensorMap& t, const std::string& file, Problem*
     INDEXLAB_RETURN_IF_ERROR(get_f32(t, file, "k_scale", {nk}, &f.k_scale, true));
     INDEXLAB_RETURN_IF_ERROR(get_f32(t, file, "q_scale", {nq, H}, &f.q_scale, true));
     INDEXLAB_RETURN_IF_ERROR(get_i32(t, file, "seq_end", {nq}, &f.seq_end, true));
+    INDEXLAB_RETURN_IF_ERROR(get_i32(t, file, "block_origin", {nq}, &f.block_origin, true));
   }
   return Status::Ok();
 }

@@ -96,8 +96,11 @@ void register_builtin(Registry* r) {
 
 Status verify_candidate(const Candidate& c, const Problem& p, JudgeOptions jo, int reruns, Report* out,
                         CandidateOutput* first_output) {
+  if (!c.run) return error("candidate '", c.name, "' has no run function");
   std::string why;
-  if (!c.supports(p, &why)) return error("candidate '", c.name, "' does not support this problem: ", why);
+  if (c.supports && !c.supports(p, &why)) {
+    return error("candidate '", c.name, "' does not support this problem: ", why);
+  }
   if (jo.tolerance.name == "exact" && c.tolerance != "exact") {
     INDEXLAB_RETURN_IF_ERROR(tolerance_by_name(c.tolerance, p.h(), p.d(), &jo.tolerance));
   }

@@ -21,7 +21,7 @@ using ColMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColM
 /// Where each row's logits go: column = key - col_base[i], row width `width`.
 struct LogitsLayout {
   const std::vector<int64_t>* col_base = nullptr;  // null: column = key
-  int64_t width = 0;
+  int64_t width = -1;                               // -1: nk
 };
 
 /// A block of keys for HISA / MISA: [pool0, pool1) is pooled, [vis0, vis1) are its visible keys.
@@ -42,9 +42,10 @@ void eligible_blocks(const Inputs& in, const Options& opt, int64_t i, int64_t bs
     first = 0;
     last = (ke - ks + bsize - 1) / bsize - 1;
   } else {
-    base = 0;
-    first = ks / bsize;
-    last = (ke + bsize - 1) / bsize - 1;
+    // Release alignment: a fixed grid over the buffer (over each sequence for paged problems).
+    base = in.block_origin.empty() ? 0 : in.block_origin[i];
+    first = (ks - base) / bsize;
+    last = (ke - base + bsize - 1) / bsize - 1;
   }
   for (int64_t b = first; b <= last; ++b) {
     const int64_t b0 = base + b * bsize, b1 = b0 + bsize;
@@ -198,7 +199,7 @@ void hisa_candidates(const Inputs& in, const Options& opt, int64_t i, PoolCache*
 }
 
 void write_logits(const std::vector<Scored>& row, int64_t i, const LogitsLayout& lay, Result* out) {
-  float* dst = &out->logits[i * lay.width];
+  float* dst = out->logits.data() + i * lay.width;
   const int64_t base = lay.col_base ? (*lay.col_base)[i] : 0;
   for (const Scored& s : row) dst[s.key - base] = s.score;
 }
@@ -213,7 +214,7 @@ Status run_impl(Path path, const Inputs& in, const Options& opt, bool own_key_ok
   }
   const Shape& s = in.shape;
   LogitsLayout lay = lay_in;
-  if (lay.width == 0) lay.width = s.nk;
+  if (lay.width < 0) lay.width = s.nk;
   Result r;
   r.nq = s.nq;
   r.k = s.k;
@@ -339,6 +340,7 @@ Status flatten_paged(const PagedInputs& in, const Options& opt, Inputs* flat,
   f.ks.resize(in.rows());
   f.ke.resize(in.rows());
   f.seq_end.resize(in.rows());
+  f.block_origin.resize(in.rows());
   if (slot_of_key) slot_of_key->resize(static_cast<size_t>(total));
   int64_t off = 0;
   for (int64_t b = 0; b < in.batch; ++b) {
@@ -379,6 +381,7 @@ Status flatten_paged(const PagedInputs& in, const Options& opt, Inputs* flat,
       f.ks[row] = static_cast<int32_t>(off);
       f.ke[row] = static_cast<int32_t>(off + vis);
       f.seq_end[row] = static_cast<int32_t>(off + ctx);
+      f.block_origin[row] = static_cast<int32_t>(off);
     }
     off += ctx;
   }
@@ -397,7 +400,7 @@ Status run_paged(Path path, const PagedInputs& in, const Options& opt, Result* o
   }
   std::vector<int64_t> col_base(flat.shape.nq);
   for (int64_t i = 0; i < flat.shape.nq; ++i) col_base[i] = flat.ks[i];
-  LogitsLayout lay{&col_base, std::max<int64_t>(1, in.max_pages * in.page_tokens)};
+  LogitsLayout lay{&col_base, in.max_pages * in.page_tokens};
   Options o = opt;
   o.index_base = IndexBase::kRelative;
   Result r;

@@ -174,11 +174,17 @@ Status validate(const Inputs& in, const Options& opt) {
   if (!in.seq_end.empty()) {
     INDEXLAB_RETURN_IF_ERROR(check_size("seq_end", in.seq_end.size(), {s.nq}, "[nq]"));
   }
+  if (!in.block_origin.empty()) {
+    INDEXLAB_RETURN_IF_ERROR(check_size("block_origin", in.block_origin.size(), {s.nq}, "[nq]"));
+  }
   for (int64_t i = 0; i < s.nq; ++i) {
     const int64_t a = in.ks[i], b = in.ke[i];
     if (a < 0) return error("ks[", i, "] = ", a, " is negative");
     if (b > s.nk) return error("ke[", i, "] = ", b, " exceeds nk = ", s.nk);
     if (a > b) return error("ks[", i, "] = ", a, " is greater than ke[", i, "] = ", b);
+    if (!in.block_origin.empty() && (in.block_origin[i] < 0 || in.block_origin[i] > a)) {
+      return error("block_origin[", i, "] = ", in.block_origin[i], " must lie in [0, ks[", i, "] = ", a, "]");
+    }
     if (!in.seq_end.empty()) {
       const int64_t e = in.seq_end[i];
       if (e < b || e > s.nk) {
@@ -276,6 +282,7 @@ Status quantize_inputs(const RawInputs& raw, Precision p, const QuantizeOptions&
   r.ks = raw.ks;
   r.ke = raw.ke;
   r.seq_end = raw.seq_end;
+  r.block_origin = raw.block_origin;
   r.w = raw.w;
   switch (p) {
     case Precision::kFp32:

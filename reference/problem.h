@@ -47,6 +47,9 @@ struct Inputs {
   std::vector<int32_t> ke;       // [nq] one past the last visible key
   std::vector<int32_t> seq_end;  // [nq] optional end of the query's sequence in the buffer
                                  //      (HISA / MISA pooling); empty means nk
+  std::vector<int32_t> block_origin;  // [nq] optional origin of the release-aligned block grid
+                                      // (blocks [o + bB, o + (b+1)B)); empty means 0. Flattened
+                                      // paged problems set each sequence's offset here.
 };
 
 /// Paged decode inputs (SPEC section 1). Page p holds page_tokens x d stored elements first
@@ -127,7 +130,8 @@ Status run(Path path, const Inputs& in, const Options& opt, Result* out);
 Status run_paged(Path path, const PagedInputs& in, const Options& opt, Result* out);
 
 /// Lays a paged problem out flat: keys of sequence b gathered in order at offset off[b],
-/// ks = off[b], ke = off[b] + max(0, min(ctx, ctx - next_n + r + 1)), seq_end = off[b] + ctx.
+/// ks = off[b], ke = off[b] + max(0, min(ctx, ctx - next_n + r + 1)), seq_end = off[b] + ctx,
+/// block_origin = off[b].
 /// slot_of_key (optional) receives the physical cache slot of each flat key.
 Status flatten_paged(const PagedInputs& in, const Options& opt, Inputs* flat,
                      std::vector<int64_t>* slot_of_key = nullptr);
@@ -140,6 +144,7 @@ struct RawInputs {
   std::vector<float> w;        // [nq, h]
   std::vector<int32_t> ks, ke; // [nq]
   std::vector<int32_t> seq_end;// [nq] optional
+  std::vector<int32_t> block_origin;  // [nq] optional
 };
 
 struct QuantizeOptions {
