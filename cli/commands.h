@@ -61,6 +61,21 @@ struct FuzzArgs {
   std::string ledger;
   int64_t max_cases = 0;
   bool json = false;
+  // Added with the fuzzer (issue 4):
+  bool keep_going = false;         // go on after a new failure
+  bool no_shrink = false;          // write the failing case as drawn
+  int shrink_evals = 400;          // candidate runs spent shrinking one failure
+  std::string isolate = "auto";    // auto | on | off: run the candidate in a forked child
+  double timeout = 60.0;           // seconds per isolated candidate run (a hang past it)
+  int workers = 1;                 // local worker processes (one per GPU for GPU targets)
+  std::string generators;          // comma list (default: all enabled)
+  std::string paths;               // comma list of dsa,hisa,misa,misa_dagger (default: all)
+  std::string precisions;          // comma list of fp32,bf16,fp8 (default: all)
+  std::string heads, dims;         // comma lists of fixed h / d values (default: random)
+  int64_t max_nk = 0;              // key cap of the generators (0: the target's default)
+  bool long_rows = false;          // enable the 1M+ key generator
+  bool nonfinite = false;          // enable the NaN / Inf value class
+  bool list = false;               // list targets, generators and value classes, then exit
 };
 CLI::App* add_fuzz(CLI::App& app, FuzzArgs* a);
 int run_fuzz(const FuzzArgs& a);
@@ -73,5 +88,18 @@ struct BenchArgs {
 };
 CLI::App* add_bench(CLI::App& app, BenchArgs* a);
 int run_bench(const BenchArgs& a);
+
+struct QualityArgs {
+  std::string workloads = "sinks_local,needles,specialized_heads,gaussian";
+  std::string contexts = "4096,8192,16384,32768,65536,131072";
+  std::string active_heads = "2,4,8,16,32";
+  int64_t rows = 8;
+  int h = 64, d = 128, k = 2048;
+  std::string precision = "fp8";
+  uint64_t seed = 1;
+  std::string csv;
+};
+CLI::App* add_quality(CLI::App& app, QualityArgs* a);
+int run_quality(const QualityArgs& a);
 
 }  // namespace indexlab::cli

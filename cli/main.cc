@@ -1,4 +1,4 @@
-/// The indexlab command: verify | replay | export | list (and bench / fuzz where built).
+/// The indexlab command: verify | replay | export | list | bench | quality | fuzz.
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   CLI::App* fuzz = add_fuzz(app, &fa);
   BenchArgs ba;
   CLI::App* bench = add_bench(app, &ba);
+  QualityArgs qa;
+  CLI::App* quality = add_quality(app, &qa);
   CLI11_PARSE(app, argc, argv);
 
   indexlab::compare::register_builtin(&indexlab::compare::Registry::global());
@@ -34,6 +36,7 @@ int main(int argc, char** argv) {
   if (*list) return run_list();
   if (*fuzz) return run_fuzz(fa);
   if (*bench) return run_bench(ba);
+  if (*quality) return run_quality(qa);
   (void)verify;
   return run_verify(va);
 }
