@@ -1,0 +1,99 @@
+// Google Benchmark cases of the Hopper kernels (CUDA-event timings from cuda/api.h workloads).
+#include <benchmark/benchmark.h>
+
+#include <memory>
+#include <string>
+
+#include "cuda/api.h"
+
+namespace {
+
+using indexlab::Status;
+using indexlab::cuda::Workload;
+
+// Runs a workload under manual time; counters: TFLOP/s over unmasked pairs, GB/s of minimal bytes.
+void run_workload(benchmark::State& state, Status made, std::unique_ptr<Workload>& w) {
+  std::string why;
+  if (!indexlab::cuda::device_available(&why)) {
+    state.SkipWithError(("no GPU: " + why).c_str());
+    return;
+  }
+  if (!made.ok()) {
+    state.SkipWithError(made.message().c_str());
+    return;
+  }
+  float ms = 0;
+  for (int i = 0; i < 3; ++i) {  // warm-up
+    Status s = w->run(&ms);
+    if (!s.ok()) {
+      state.SkipWithError(s.message().c_str());
+      return;
+    }
+  }
+  for (auto _ : state) {
+    Status s = w->run(&ms);
+    if (!s.ok()) {
+      state.SkipWithError(s.message().c_str());
+      return;
+    }
+    state.SetIterationTime(ms * 1e-3);
+  }
+  if (w->flops > 0)
+    state.counters["TFLOP/s"] = benchmark::Counter(w->flops * 1e-12 * state.iterations(),
+                                                   benchmark::Counter::kIsRate);
+  if (w->bytes > 0)
+    state.counters["GB/s"] = benchmark::Counter(w->bytes * 1e-9 * state.iterations(),
+                                                benchmark::Counter::kIsRate);
+}
+
+void BM_CudaCeilingCopy(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_copy_workload(int64_t{2} << 30, &w);  // 1 GiB read + 1 GiB written
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaCeilingCopy)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+
+void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_wgmma_peak_workload(&w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+
+void BM_CudaPrefillCausal(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_prefill_workload(state.range(0), 64, 128, 2048, state.range(1) != 0,
+                                                   42, &w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaPrefillCausal)
+    ->ArgNames({"S", "logits_only"})
+    ->Args({8192, 1})
+    ->Args({8192, 0})
+    ->Args({32768, 1})
+    ->Args({32768, 0})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(0.5);
+
+void BM_CudaDecodePaged(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_decode_workload(64, 65536, 64, 128, 2048, 1, state.range(0) != 0, 7, &w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaDecodePaged)
+    ->ArgNames({"logits_only"})
+    ->Arg(1)
+    ->Arg(0)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(0.3);
+
+void BM_CudaTopk(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_topk_workload(64, 131072, 2048, 11, &w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaTopk)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+
+}  // namespace

@@ -1,0 +1,308 @@
+/// Benchmark workloads: device buffers of synthetic problems, timed with CUDA events.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "cuda/api.h"
+#include "cuda/sm90_common.cuh"
+
+namespace indexlab::cuda {
+namespace detail {
+Status launch_wgmma_peak(int iters, float* sink, int ctas, cudaStream_t stream);
+int num_sms();
+
+namespace {
+uint64_t splitmix(uint64_t& s) {
+  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+// Random finite e4m3 code of magnitude in about [2^-3, 2^3), random sign: never 0x7F/0xFF.
+uint8_t rand_code(uint64_t& s) {
+  const uint64_t r = splitmix(s);
+  const uint8_t exp = static_cast<uint8_t>(4 + (r % 7));  // biased exponent 4..10
+  const uint8_t man = static_cast<uint8_t>((r >> 8) & 7);
+  return static_cast<uint8_t>(((r >> 16) & 1) << 7 | exp << 3 | man);
+}
+float rand_unit(uint64_t& s) { return static_cast<float>((splitmix(s) >> 40) * (1.0 / 16777216.0)); }
+
+template <typename T>
+struct Buf {
+  T* p = nullptr;
+  ~Buf() {
+    if (p) cudaFree(p);
+  }
+  Status alloc(size_t n) {
+    INDEXLAB_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+    return Status::Ok();
+  }
+  Status put(const std::vector<T>& v) {
+    INDEXLAB_RETURN_IF_ERROR(alloc(v.size()));
+    INDEXLAB_CUDA_CHECK(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return Status::Ok();
+  }
+};
+
+class Timed : public Workload {
+ public:
+  Timed() {
+    cudaEventCreate(&a_);
+    cudaEventCreate(&b_);
+  }
+  ~Timed() override {
+    cudaEventDestroy(a_);
+    cudaEventDestroy(b_);
+  }
+  Status run(float* ms) override {
+    INDEXLAB_CUDA_CHECK(cudaEventRecord(a_));
+    INDEXLAB_RETURN_IF_ERROR(body());
+    INDEXLAB_CUDA_CHECK(cudaEventRecord(b_));
+    INDEXLAB_CUDA_CHECK(cudaEventSynchronize(b_));
+    INDEXLAB_CUDA_CHECK(cudaGetLastError());
+    INDEXLAB_CUDA_CHECK(cudaEventElapsedTime(ms, a_, b_));
+    return Status::Ok();
+  }
+  virtual Status body() = 0;
+
+ private:
+  cudaEvent_t a_{}, b_{};
+};
+
+class PrefillWorkload : public Timed {
+ public:
+  Buf<uint8_t> q, k;
+  Buf<float> sc, w, logits, score;
+  Buf<int32_t> ks, ke, index;
+  LogitsParams lp;
+  TopkParams tp;
+  bool logits_only = false;
+  Status body() override {
+    INDEXLAB_RETURN_IF_ERROR(launch_mqa_logits_fp8(lp));
+    if (!logits_only) INDEXLAB_RETURN_IF_ERROR(launch_topk(tp));
+    return Status::Ok();
+  }
+};
+
+class DecodeWorkload : public Timed {
+ public:
+  Buf<uint8_t> q, cache;
+  Buf<float> w, logits, score;
+  Buf<int32_t> bt, ctx, ke, index;
+  PagedLogitsParams pp;
+  TopkParams tp;
+  bool logits_only = false;
+  Status body() override {
+    INDEXLAB_RETURN_IF_ERROR(launch_paged_logits_fp8(pp));
+    if (!logits_only) INDEXLAB_RETURN_IF_ERROR(launch_topk(tp));
+    return Status::Ok();
+  }
+};
+
+class TopkWorkload : public Timed {
+ public:
+  Buf<float> logits, score;
+  Buf<int32_t> index;
+  TopkParams tp;
+  Status body() override { return launch_topk(tp); }
+};
+
+class CopyWorkload : public Timed {
+ public:
+  Buf<uint8_t> a, b;
+  size_t n = 0;
+  Status body() override {
+    INDEXLAB_CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, n, cudaMemcpyDeviceToDevice));
+    return Status::Ok();
+  }
+};
+
+class PeakWorkload : public Timed {
+ public:
+  Buf<float> sink;
+  int iters = 0, ctas = 0;
+  Status body() override { return launch_wgmma_peak(iters, sink.p, ctas, nullptr); }
+};
+
+Status need_gpu() {
+  std::string why;
+  if (!device_available(&why)) return error("no GPU: ", why);
+  return Status::Ok();
+}
+}  // namespace
+}  // namespace detail
+
+using namespace detail;
+
+Status make_prefill_workload(int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,
+                             std::unique_ptr<Workload>* out) {
+  INDEXLAB_RETURN_IF_ERROR(need_gpu());
+  INDEXLAB_RETURN_IF_ERROR(can_implement(h, d, k));
+  auto wl = std::make_unique<PrefillWorkload>();
+  uint64_t st = seed;
+  std::vector<uint8_t> q(static_cast<size_t>(s) * h * d), kk(static_cast<size_t>(s) * d);
+  for (auto& c : q) c = rand_code(st);
+  for (auto& c : kk) c = rand_code(st);
+  std::vector<float> sc(s), w(static_cast<size_t>(s) * h);
+  for (auto& v : sc) v = 0.5f + rand_unit(st);
+  for (auto& v : w) v = 2.0f * rand_unit(st) - 0.7f;
+  std::vector<int32_t> ks(s, 0), ke(s);
+  for (int64_t i = 0; i < s; ++i) ke[i] = static_cast<int32_t>(i + 1);
+  INDEXLAB_RETURN_IF_ERROR(wl->q.put(q));
+  INDEXLAB_RETURN_IF_ERROR(wl->k.put(kk));
+  INDEXLAB_RETURN_IF_ERROR(wl->sc.put(sc));
+  INDEXLAB_RETURN_IF_ERROR(wl->w.put(w));
+  INDEXLAB_RETURN_IF_ERROR(wl->ks.put(ks));
+  INDEXLAB_RETURN_IF_ERROR(wl->ke.put(ke));
+  INDEXLAB_RETURN_IF_ERROR(wl->logits.alloc(static_cast<size_t>(s) * s));
+  INDEXLAB_RETURN_IF_ERROR(wl->index.alloc(static_cast<size_t>(s) * k));
+  INDEXLAB_RETURN_IF_ERROR(wl->score.alloc(static_cast<size_t>(s) * k));
+  wl->logits_only = logits_only;
+  auto& lp = wl->lp;
+  lp.q = wl->q.p;
+  lp.k = wl->k.p;
+  lp.k_scale = wl->sc.p;
+  lp.w = wl->w.p;
+  lp.ks = wl->ks.p;
+  lp.ke = wl->ke.p;
+  lp.logits = wl->logits.p;
+  lp.nq = s;
+  lp.nk = s;
+  lp.ld = s;
+  lp.h = h;
+  lp.d = d;
+  auto& tp = wl->tp;
+  tp.logits = wl->logits.p;
+  tp.ks = wl->ks.p;
+  tp.ke = wl->ke.p;
+  tp.index = wl->index.p;
+  tp.score = wl->score.p;
+  tp.rows = s;
+  tp.cols = s;
+  tp.ld = s;
+  tp.k = k;
+  const double pairs = 0.5 * static_cast<double>(s) * (s + 1);
+  wl->flops = pairs * 2.0 * h * d;
+  wl->bytes = static_cast<double>(s) * (h * d + d + 4 + 4 * h + 8) + static_cast<double>(s) * k * 8 +
+              (logits_only ? 4.0 * s * s : 0.0);
+  *out = std::move(wl);
+  return Status::Ok();
+}
+
+Status make_decode_workload(int64_t batch, int64_t ctx, int h, int d, int k, int next_n,
+                            bool logits_only, uint64_t seed, std::unique_ptr<Workload>* out) {
+  INDEXLAB_RETURN_IF_ERROR(need_gpu());
+  INDEXLAB_RETURN_IF_ERROR(can_implement(h, d, k));
+  auto wl = std::make_unique<DecodeWorkload>();
+  uint64_t st = seed;
+  const int64_t max_pages = (ctx + 63) / 64, num_pages = batch * max_pages;
+  const int64_t page_bytes = 64 * (d + 4);
+  std::vector<uint8_t> cache(static_cast<size_t>(num_pages * page_bytes));
+  for (int64_t pg = 0; pg < num_pages; ++pg) {
+    uint8_t* base = cache.data() + pg * page_bytes;
+    for (int64_t i = 0; i < 64 * d; ++i) base[i] = rand_code(st);
+    float* scl = reinterpret_cast<float*>(base + 64 * d);
+    for (int i = 0; i < 64; ++i) scl[i] = 0.5f + rand_unit(st);
+  }
+  std::vector<int32_t> bt(static_cast<size_t>(num_pages));
+  std::iota(bt.begin(), bt.end(), 0);
+  for (int64_t i = num_pages - 1; i > 0; --i) std::swap(bt[i], bt[splitmix(st) % (i + 1)]);
+  const int64_t rows = batch * next_n;
+  std::vector<uint8_t> q(static_cast<size_t>(rows) * h * d);
+  for (auto& c : q) c = rand_code(st);
+  std::vector<float> w(static_cast<size_t>(rows) * h);
+  for (auto& v : w) v = 2.0f * rand_unit(st) - 0.7f;
+  std::vector<int32_t> cl(batch, static_cast<int32_t>(ctx)), ke(rows);
+  for (int64_t r = 0; r < rows; ++r) ke[r] = static_cast<int32_t>(ctx - next_n + (r % next_n) + 1);
+  INDEXLAB_RETURN_IF_ERROR(wl->q.put(q));
+  INDEXLAB_RETURN_IF_ERROR(wl->cache.put(cache));
+  INDEXLAB_RETURN_IF_ERROR(wl->w.put(w));
+  INDEXLAB_RETURN_IF_ERROR(wl->bt.put(bt));
+  INDEXLAB_RETURN_IF_ERROR(wl->ctx.put(cl));
+  INDEXLAB_RETURN_IF_ERROR(wl->ke.put(ke));
+  const int64_t cols = max_pages * 64;
+  INDEXLAB_RETURN_IF_ERROR(wl->logits.alloc(static_cast<size_t>(rows * cols)));
+  INDEXLAB_RETURN_IF_ERROR(wl->index.alloc(static_cast<size_t>(rows) * k));
+  INDEXLAB_RETURN_IF_ERROR(wl->score.alloc(static_cast<size_t>(rows) * k));
+  wl->logits_only = logits_only;
+  auto& pp = wl->pp;
+  pp.q = wl->q.p;
+  pp.w = wl->w.p;
+  pp.cache = wl->cache.p;
+  pp.block_table = wl->bt.p;
+  pp.context_lens = wl->ctx.p;
+  pp.logits = wl->logits.p;
+  pp.batch = batch;
+  pp.max_pages = max_pages;
+  pp.num_pages = num_pages;
+  pp.ld = cols;
+  pp.h = h;
+  pp.d = d;
+  pp.next_n = next_n;
+  auto& tp = wl->tp;
+  tp.logits = wl->logits.p;
+  tp.ke = wl->ke.p;
+  tp.index = wl->index.p;
+  tp.score = wl->score.p;
+  tp.rows = rows;
+  tp.cols = cols;
+  tp.ld = cols;
+  tp.k = k;
+  double pairs = 0;
+  for (int64_t r = 0; r < rows; ++r) pairs += ke[r];
+  wl->flops = pairs * 2.0 * h * d;
+  wl->bytes = static_cast<double>(batch) * ctx * (d + 4);  // key bytes and scales read once
+  *out = std::move(wl);
+  return Status::Ok();
+}
+
+Status make_topk_workload(int64_t rows, int64_t cols, int k, uint64_t seed,
+                          std::unique_ptr<Workload>* out) {
+  INDEXLAB_RETURN_IF_ERROR(need_gpu());
+  auto wl = std::make_unique<TopkWorkload>();
+  uint64_t st = seed;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = 4.0f * rand_unit(st) - 2.0f;
+  INDEXLAB_RETURN_IF_ERROR(wl->logits.put(x));
+  INDEXLAB_RETURN_IF_ERROR(wl->index.alloc(static_cast<size_t>(rows) * k));
+  INDEXLAB_RETURN_IF_ERROR(wl->score.alloc(static_cast<size_t>(rows) * k));
+  auto& tp = wl->tp;
+  tp.logits = wl->logits.p;
+  tp.index = wl->index.p;
+  tp.score = wl->score.p;
+  tp.rows = rows;
+  tp.cols = cols;
+  tp.ld = cols;
+  tp.k = k;
+  wl->bytes = static_cast<double>(rows) * cols * 4;
+  *out = std::move(wl);
+  return Status::Ok();
+}
+
+Status make_copy_workload(int64_t bytes, std::unique_ptr<Workload>* out) {
+  INDEXLAB_RETURN_IF_ERROR(need_gpu());
+  auto wl = std::make_unique<CopyWorkload>();
+  wl->n = static_cast<size_t>(bytes / 2);
+  INDEXLAB_RETURN_IF_ERROR(wl->a.alloc(wl->n));
+  INDEXLAB_RETURN_IF_ERROR(wl->b.alloc(wl->n));
+  INDEXLAB_CUDA_CHECK(cudaMemset(wl->a.p, 0x5A, wl->n));
+  wl->bytes = 2.0 * wl->n;
+  *out = std::move(wl);
+  return Status::Ok();
+}
+
+Status make_wgmma_peak_workload(std::unique_ptr<Workload>* out) {
+  INDEXLAB_RETURN_IF_ERROR(need_gpu());
+  auto wl = std::make_unique<PeakWorkload>();
+  wl->ctas = num_sms();
+  wl->iters = 4096;
+  INDEXLAB_RETURN_IF_ERROR(wl->sink.alloc(256));
+  wl->flops = static_cast<double>(wl->ctas) * 2 * wl->iters * 4 * (64.0 * 256 * 32 * 2);
+  *out = std::move(wl);
+  return Status::Ok();
+}
+
+}  // namespace indexlab::cuda

@@ -1,0 +1,42 @@
+/// Host fallbacks used when indexlab is built without nvcc: every entry point reports so.
+#include "cuda/api.h"
+
+namespace indexlab::cuda {
+namespace {
+const char kNoCuda[] = "indexlab was built without CUDA";
+Status no_cuda() { return Status::Error(kNoCuda); }
+}  // namespace
+
+bool built_with_cuda() { return false; }
+bool device_available(std::string* why) {
+  if (why) *why = kNoCuda;
+  return false;
+}
+std::string device_name() { return ""; }
+
+Status dsa_fp8(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status dsa_paged_fp8(const ref::PagedInputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status mqa_logits_fp8(const ref::Inputs&, std::vector<float>*) { return no_cuda(); }
+Status topk_rows(const std::vector<float>&, int64_t, int64_t, const std::vector<int32_t>&,
+                 const std::vector<int32_t>&, int, ref::IndexBase, std::vector<int32_t>*,
+                 std::vector<float>*) {
+  return no_cuda();
+}
+Status probe_wgmma_fp8(const uint8_t*, const uint8_t*, const float*, float*, bool) { return no_cuda(); }
+Status launch_mqa_logits_fp8(const LogitsParams&) { return no_cuda(); }
+Status launch_paged_logits_fp8(const PagedLogitsParams&) { return no_cuda(); }
+Status launch_topk(const TopkParams&) { return no_cuda(); }
+Status make_prefill_workload(int64_t, int, int, int, bool, uint64_t, std::unique_ptr<Workload>*) {
+  return no_cuda();
+}
+Status make_decode_workload(int64_t, int64_t, int, int, int, int, bool, uint64_t,
+                            std::unique_ptr<Workload>*) {
+  return no_cuda();
+}
+Status make_topk_workload(int64_t, int64_t, int, uint64_t, std::unique_ptr<Workload>*) {
+  return no_cuda();
+}
+Status make_copy_workload(int64_t, std::unique_ptr<Workload>*) { return no_cuda(); }
+Status make_wgmma_peak_workload(std::unique_ptr<Workload>*) { return no_cuda(); }
+
+}  // namespace indexlab::cuda

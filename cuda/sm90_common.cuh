@@ -1,0 +1,82 @@
+/// Shared device helpers of the Hopper kernels: the CUDA checking macro, cp.async, wgmma descriptors.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "reference/status.h"
+
+/// The one checking macro for CUDA runtime calls: returns an indexlab::Status naming the call.
+#define INDEXLAB_CUDA_CHECK(expr)                                                             \
+  do {                                                                                       \
+    cudaError_t _il_err = (expr);                                                            \
+    if (_il_err != cudaSuccess) {                                                            \
+      return ::indexlab::error("CUDA error in ", #expr, " (", __FILE__, ":", __LINE__, "): ", \
+                               cudaGetErrorString(_il_err));                                 \
+    }                                                                                        \
+  } while (0)
+
+namespace indexlab::cuda::detail {
+
+__host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ __forceinline__ int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+/// 16-byte cp.async; src_bytes = 0 zero-fills the destination without reading src.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// NOTE: shared memory written through the generic proxy (cp.async, st.shared) and read next by
+// wgmma (async proxy) needs this fence in each writing thread before the barrier.
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void fence_acc(float (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/// Shared-memory matrix descriptor, K-major, no swizzle ("interleave"): 8x16-byte core matrices
+/// of 128 contiguous bytes; lbo = byte distance between core matrices adjacent along K,
+/// sbo = byte distance between core matrices adjacent along M/N.
+__device__ __forceinline__ uint64_t make_desc(uint32_t smem_addr, uint32_t lbo, uint32_t sbo) {
+  uint64_t d = 0;
+  d |= static_cast<uint64_t>((smem_addr >> 4) & 0x3FFF);
+  d |= static_cast<uint64_t>((lbo >> 4) & 0x3FFF) << 16;
+  d |= static_cast<uint64_t>((sbo >> 4) & 0x3FFF) << 32;
+  return d;  // base offset 0, layout type 0 (no swizzle)
+}
+
+/// Byte offset of element (row, kbyte) in the K-major core-matrix layout with rows of d bytes:
+/// core matrix (row/8, kbyte/16) at (row/8)*(8*d) + (kbyte/16)*128, row%8 at 16 bytes each.
+__device__ __forceinline__ uint32_t core_offset(int row, int kchunk, int d) {
+  return static_cast<uint32_t>((row >> 3) * (8 * d) + kchunk * 128 + (row & 7) * 16);
+}
+
+}  // namespace indexlab::cuda::detail

@@ -1,0 +1,565 @@
+/// Hopper fp8 MQA logits (prefill / ragged and paged decode) on wgmma, plus the wgmma probe.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/api.h"
+#include "cuda/sm90_common.cuh"
+#include "cuda/sm90_wgmma_gen.cuh"
+
+namespace indexlab::cuda {
+namespace detail {
+
+// Epilogue, exact fp32 operation order (reference/emulate_sm90_dsa.cc follows it bit for bit):
+//   dot[h]  = wgmma chain over d in 32-wide k-steps, the first with scale-d = 0, A = key rows,
+//             B = (query, head) rows, fp32 accumulator (measured model: emulate_sm90_dsa.h).
+//   r[h]    = fmaxf(dot[h], 0)
+//   lane l of a quad (l = 0..3) owns heads h = 8*i + 2*l + c (i = 0..H/8-1, c = 0, 1):
+//   u_i     = fmaf(r[8i+2l+1], w[8i+2l+1], r[8i+2l] * w[8i+2l])      (one fmul, one fma)
+//   p_l     = pairwise tree over i: stride 1, 2, 4, ...: u_i = u_i + u_{i+stride} (i % 2stride = 0);
+//             p_l = u_0
+//   total   = (p_0 + p_1) + (p_2 + p_3)            (two shuffle-xor rounds, xor 1 then xor 2)
+//   logit   = (total * s[j]) + 0                    (fmul, then +0 folds -0 into +0)
+//   logit   = -inf where j is outside [ks, ke); NaN where a paged block-table entry is out of range.
+
+constexpr int kBlockKeys = 64;
+constexpr int kStages = 4;
+constexpr int kMaxPagedBlocksPerCta = 256;  // page ids of a paged CTA's chunk, prefetched to smem
+
+struct LogitsKernelParams {
+  const uint8_t* q;       // [nq, h, d]
+  const float* w;         // [nq, h]
+  float* logits;          // [nq, ld]
+  int64_t ld, nq, ncols;  // ncols: columns written per row
+  int64_t n_blocks;       // ceil(ncols / 64)
+  int64_t blocks_per_cta;
+  int h;
+  bool paged;
+  // prefill
+  const uint8_t* k;       // [nk, d]
+  const float* k_scale;   // [nk]
+  const int32_t* ks;      // [nq]
+  const int32_t* ke;      // [nq]
+  int64_t nk;
+  // paged
+  const uint8_t* cache;          // [num_pages, page_bytes]
+  const int32_t* block_table;    // [batch, max_pages]
+  const int32_t* context_lens;   // [batch]
+  int64_t max_pages, num_pages, page_bytes, groups_per_seq;
+  int next_n;
+};
+
+template <int N>
+__device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t da, uint64_t db, int sd);
+template <>
+__device__ __forceinline__ void wgmma_e4m3<64>(float (&d)[32], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n64k32_e4m3(d, da, db, sd);
+}
+template <>
+__device__ __forceinline__ void wgmma_e4m3<128>(float (&d)[64], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n128k32_e4m3(d, da, db, sd);
+}
+template <>
+__device__ __forceinline__ void wgmma_e4m3<256>(float (&d)[128], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n256k32_e4m3(d, da, db, sd);
+}
+
+template <int N, int NWG, int D>
+struct LogitsSmem {
+  static constexpr int kQBytes = NWG * N * D;
+  static constexpr int kWBytes = NWG * N * 4;
+  static constexpr int kKBytes = kBlockKeys * D;
+  static constexpr int kSBytes = kBlockKeys * 4;
+  static constexpr int kRows = NWG * N / 8;  // upper bound of rows per CTA (H >= 8)
+  static constexpr int kOffW = kQBytes;
+  static constexpr int kOffK = kOffW + kWBytes;
+  static constexpr int kOffS = kOffK + NWG * kStages * kKBytes;
+  static constexpr int kOffBad = kOffS + NWG * kStages * kSBytes;
+  static constexpr int kOffRows = kOffBad + NWG * kStages * 4;
+  static constexpr int kOffPid = kOffRows + 2 * kRows * 4;
+  static constexpr int kTotal = kOffPid + kMaxPagedBlocksPerCta * 4;
+};
+
+// HT: heads known at compile time (0: read p.h at run time); the prefill instantiations fix it so
+// the epilogue's per-query grouping and tree are unrolled without run-time branches.
+template <int N, int NWG, int D, int HT>
+__global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernelParams p) {
+  using L = LogitsSmem<N, NWG, D>;
+  constexpr int kThreads = NWG * 128;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* q_s = smem;
+  float* w_s = reinterpret_cast<float*>(smem + L::kOffW);
+  uint8_t* k_s = smem + L::kOffK;
+  float* sc_s = reinterpret_cast<float*>(smem + L::kOffS);
+  int32_t* bad_s = reinterpret_cast<int32_t*>(smem + L::kOffBad);
+  int32_t* row_lo = reinterpret_cast<int32_t*>(smem + L::kOffRows);
+  int32_t* pid_s = reinterpret_cast<int32_t*>(smem + L::kOffPid);
+  int32_t* row_hi = row_lo + L::kRows;
+
+  const int tid = threadIdx.x;
+  const int h = HT ? HT : p.h;
+  const int qpw = N / h;          // queries per warpgroup
+  const int rows = NWG * qpw;     // queries per CTA
+  // Which query rows this CTA owns. Prefill: the biggest (last) tiles first, for causal balance.
+  int64_t row0;       // global row of local row 0
+  int64_t rows_valid; // local rows that exist
+  int64_t seq = 0;
+  int32_t ctx = 0;
+  if (!p.paged) {
+    const int64_t tile = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
+    row0 = tile * rows;
+    rows_valid = min64(rows, p.nq - row0);
+  } else {
+    seq = blockIdx.x / p.groups_per_seq;
+    const int64_t g = blockIdx.x % p.groups_per_seq;
+    row0 = seq * p.next_n + g * rows;
+    rows_valid = min64(rows, p.next_n - g * rows);
+    ctx = p.context_lens[seq];
+    ctx = max(0, static_cast<int32_t>(min64(ctx, p.ncols)));
+  }
+  for (int r = tid; r < rows; r += kThreads) {
+    int32_t lo = 0, hi = 0;
+    if (r < rows_valid) {
+      if (!p.paged) {
+        int64_t a = p.ks[row0 + r], b = p.ke[row0 + r];
+        a = max64(0, min64(a, p.nk));
+        b = max64(a, min64(b, p.nk));
+        lo = static_cast<int32_t>(a);
+        hi = static_cast<int32_t>(b);
+      } else {
+        const int64_t rr = (row0 - seq * p.next_n) + r;  // position of the row in its sequence
+        int64_t b = static_cast<int64_t>(ctx) - p.next_n + rr + 1;
+        hi = static_cast<int32_t>(max64(0, min64(b, ctx)));
+      }
+    }
+    row_lo[r] = lo;
+    row_hi[r] = hi;
+  }
+  // Q tiles (K-major core-matrix layout) and weights; rows past the end are zero.
+  constexpr int kQChunks = NWG * N * (D / 16);
+  for (int c = tid; c < kQChunks; c += kThreads) {
+    const int g = c / (N * (D / 16));
+    const int cc = c % (N * (D / 16));
+    const int n = (cc & 7) + 8 * (cc / (8 * (D / 16)));
+    const int kc = (cc >> 3) % (D / 16);
+    const int r = g * qpw + n / h;
+    const bool ok = r < rows_valid;
+    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * D + kc * 16 : p.q;
+    cp_async_16(q_s + g * N * D + core_offset(n, kc, D), src, ok ? 16 : 0);
+  }
+  for (int c = tid; c < NWG * N; c += kThreads) {
+    const int g = c / N, n = c % N;
+    const int r = g * qpw + n / h;
+    w_s[c] = r < rows_valid ? p.w[(row0 + r) * h + (n % h)] : 0.0f;
+  }
+  if (p.paged) {  // physical page of every block of this CTA's chunk
+    const int64_t first = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+    const int64_t cnt = min64(p.blocks_per_cta, p.n_blocks - first);
+    for (int64_t i = tid; i < cnt; i += kThreads) pid_s[i] = p.block_table[seq * p.max_pages + first + i];
+  }
+  cp_async_commit();
+  cp_async_wait<0>();  // each warpgroup reads Q chunks that other warpgroups' threads loaded
+  fence_proxy_async();
+  __syncthreads();
+
+  // Active key blocks of this CTA: its chunk intersected with the union of the rows' ranges.
+  int32_t umin = INT32_MAX, umax = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (row_hi[r] > row_lo[r]) {
+      umin = min(umin, row_lo[r]);
+      umax = max(umax, row_hi[r]);
+    }
+  }
+  const int64_t c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+  const int64_t c_hi = min64(c_lo + p.blocks_per_cta, p.n_blocks);
+  int64_t blo = c_lo, bhi = c_lo;
+  if (umax > umin) {
+    blo = max64(c_lo, umin / kBlockKeys);
+    bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
+    if (bhi < blo) bhi = blo;
+  }
+  // -inf for the chunk's columns outside the active blocks.
+  {
+    const int64_t col_a = c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
+    const int64_t act_a = blo * kBlockKeys, act_b = bhi * kBlockKeys;
+    const int64_t width = col_b - col_a;
+    for (int r = 0; r < rows_valid; ++r) {
+      float* out = p.logits + (row0 + r) * p.ld;
+      for (int64_t t = tid; t < width; t += kThreads) {
+        const int64_t j = col_a + t;
+        if (j < act_a || j >= act_b) out[j] = -INFINITY;
+      }
+    }
+  }
+  const int64_t nblk = bhi - blo;
+
+  // Each warpgroup runs its own load -> wgmma -> epilogue pipeline over all active blocks (for
+  // its own queries), synchronized only by a named barrier of its 128 threads, so one
+  // warpgroup's epilogue overlaps the other's tensor-core work.
+  const int wg = tid / 128;
+  const int wtid = tid % 128;
+  const int warp = wtid / 32;
+  const int lane = tid % 32;
+  const int quad = lane & 3;
+  const int hb = h / 8;
+  uint8_t* k_wg = k_s + wg * kStages * L::kKBytes;
+  float* sc_wg = sc_s + wg * kStages * kBlockKeys;
+  int32_t* bad_wg = bad_s + wg * kStages;
+
+  auto load_block = [&](int64_t b, int stage) {
+    uint8_t* kd = k_wg + stage * L::kKBytes;
+    float* sd = sc_wg + stage * kBlockKeys;
+    const uint8_t* base;
+    const float* sbase;
+    int valid_rows;
+    if (!p.paged) {
+      base = p.k + b * kBlockKeys * D;
+      sbase = p.k_scale + b * kBlockKeys;
+      valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
+    } else {
+      const int32_t pid = pid_s[b - c_lo];
+      const bool ok = pid >= 0 && pid < p.num_pages;
+      base = ok ? p.cache + static_cast<int64_t>(pid) * p.page_bytes : p.cache;
+      sbase = reinterpret_cast<const float*>(base + kBlockKeys * D);
+      valid_rows = ok ? kBlockKeys : 0;
+      if (wtid == 0) bad_wg[stage] = ok ? 0 : 1;
+    }
+#pragma unroll
+    for (int c = wtid; c < kBlockKeys * (D / 16); c += 128) {
+      const int row = (c & 7) + 8 * (c / (8 * (D / 16)));
+      const int kc = (c >> 3) % (D / 16);
+      const bool ok = row < valid_rows;
+      cp_async_16(kd + core_offset(row, kc, D), ok ? base + row * D + kc * 16 : base, ok ? 16 : 0);
+    }
+    if (wtid < kBlockKeys) {
+      const bool ok = wtid < valid_rows;
+      cp_async_4(sd + wtid, ok ? sbase + wtid : sbase, ok ? 4 : 0);
+    }
+  };
+
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nblk) load_block(blo + s, s);
+    cp_async_commit();
+  }
+
+  const uint32_t q_addr = smem_u32(q_s + wg * N * D);
+  float acc[N / 2];
+  float u0[N / 8], u1[N / 8];
+
+  for (int64_t it = 0; it < nblk; ++it) {
+    const int stage = static_cast<int>(it % kStages);
+    cp_async_wait<kStages - 2>();
+    fence_proxy_async();
+    named_barrier_sync(1 + wg, 128);
+    {
+      const int64_t nb = it + kStages - 1;
+      if (nb < nblk) load_block(blo + nb, static_cast<int>(nb % kStages));
+      cp_async_commit();
+    }
+    const uint32_t k_addr = smem_u32(k_wg + stage * L::kKBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < D / 32; ++s) {
+      const uint64_t da = make_desc(k_addr + s * 256, 128, 8 * D);
+      const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * D);
+      wgmma_e4m3<N>(acc, da, db, s > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(acc);
+
+    const int64_t b = blo + it;
+    const bool bad_page = p.paged && bad_wg[stage] != 0;
+    const int r0 = warp * 16 + (lane >> 2);
+    const int64_t j0 = b * kBlockKeys + r0, j1 = j0 + 8;
+    const float s0 = sc_wg[stage * kBlockKeys + r0], s1 = sc_wg[stage * kBlockKeys + r0 + 8];
+#pragma unroll
+    for (int j8 = 0; j8 < N / 8; ++j8) {
+      const float2 wv = *reinterpret_cast<const float2*>(&w_s[wg * N + j8 * 8 + quad * 2]);
+      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
+      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
+    }
+    // Pairwise tree inside each query's group of hb entries (hb is a power of two).
+#pragma unroll
+    for (int st = 1; st < N / 8; st *= 2) {
+      if (st < hb) {
+#pragma unroll
+        for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
+          u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
+          u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j8 = 0; j8 < N / 8; ++j8) {
+      if ((j8 & (hb - 1)) == 0) {
+        float p0 = u0[j8], p1 = u1[j8];
+        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
+        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
+        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
+        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+        const int ql = wg * qpw + j8 / hb;
+        if ((ql & 3) == quad && ql < rows_valid) {
+          const int32_t lo = row_lo[ql], hi = row_hi[ql];
+          float* out = p.logits + (row0 + ql) * p.ld;
+          if (j0 < p.ncols) {
+            out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f))
+                                            : -INFINITY;
+          }
+          if (j1 < p.ncols) {
+            out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f))
+                                            : -INFINITY;
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+}
+
+template <int N, int NWG, int D, int HT>
+Status launch_logits(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+  using L = LogitsSmem<N, NWG, D>;
+  auto kernel = logits_kernel<N, NWG, D, HT>;
+  INDEXLAB_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
+  kernel<<<grid, NWG * 128, L::kTotal, stream>>>(kp);
+  INDEXLAB_CUDA_CHECK(cudaGetLastError());
+  return Status::Ok();
+}
+
+template <int N, int NWG>
+Status launch_logits_d(const LogitsKernelParams& kp, int d, dim3 grid, cudaStream_t stream) {
+  if (d == 64) return launch_logits<N, NWG, 64, 0>(kp, grid, stream);
+  return launch_logits<N, NWG, 128, 0>(kp, grid, stream);
+}
+
+template <int D>
+Status launch_prefill_h(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+  switch (kp.h) {
+    case 8: return launch_logits<256, 2, D, 0>(kp, grid, stream);  // HT = 8 would spill
+    case 16: return launch_logits<256, 2, D, 16>(kp, grid, stream);
+    case 32: return launch_logits<256, 2, D, 32>(kp, grid, stream);
+    case 64: return launch_logits<256, 2, D, 64>(kp, grid, stream);
+    default: return launch_logits<256, 2, D, 128>(kp, grid, stream);
+  }
+}
+
+int num_sms() {
+  static int n = [] {
+    int dev = 0, v = 132;
+    if (cudaGetDevice(&dev) == cudaSuccess &&
+        cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
+      return v;
+    return 132;
+  }();
+  return n;
+}
+
+// Key blocks per CTA: enough chunks that about `waves` CTAs per SM exist (few, large ones keep
+// the Q tile reuse; many small ones avoid a lone tail wave in decode).
+int64_t choose_blocks_per_cta(int64_t ctas_rows, int64_t n_blocks, int64_t waves) {
+  const int64_t target = waves * num_sms();
+  const int64_t chunks = max64(1, (target + ctas_rows - 1) / ctas_rows);
+  int64_t bpc = (n_blocks + chunks - 1) / chunks;
+  bpc = max64(bpc, 16);
+  bpc = min64(bpc, max64(n_blocks, 1));
+  return bpc;
+}
+
+// ---- wgmma probe: one m64n8k32 e4m3 instruction -------------------------------------------
+
+__global__ void probe_kernel(const uint8_t* a, const uint8_t* b, const float* c, float* d, int scale_d) {
+  __shared__ __align__(256) uint8_t a_s[64 * 32];
+  __shared__ __align__(256) uint8_t b_s[8 * 32];
+  const int tid = threadIdx.x;
+  for (int i = tid; i < 64 * 32; i += 128) {
+    const int row = i / 32, kb = i % 32;
+    a_s[core_offset(row, kb / 16, 32) + kb % 16] = a[i];
+  }
+  for (int i = tid; i < 8 * 32; i += 128) {
+    const int row = i / 32, kb = i % 32;
+    b_s[core_offset(row, kb / 16, 32) + kb % 16] = b[i];
+  }
+  fence_proxy_async();
+  __syncthreads();
+  const int warp = tid / 32, lane = tid % 32;
+  const int r0 = warp * 16 + lane / 4, col = (lane % 4) * 2;
+  float acc[4] = {c[r0 * 8 + col], c[r0 * 8 + col + 1], c[(r0 + 8) * 8 + col],
+                  c[(r0 + 8) * 8 + col + 1]};
+  wgmma_fence();
+  wgmma_m64n8k32_e4m3(acc, make_desc(smem_u32(a_s), 128, 256), make_desc(smem_u32(b_s), 128, 256), scale_d);
+  wgmma_commit();
+  wgmma_wait<0>();
+  fence_acc(acc);
+  d[r0 * 8 + col] = acc[0];
+  d[r0 * 8 + col + 1] = acc[1];
+  d[(r0 + 8) * 8 + col] = acc[2];
+  d[(r0 + 8) * 8 + col + 1] = acc[3];
+}
+
+// ---- ceiling: back-to-back m64n256k32 from shared memory ------------------------------------
+
+__global__ void __launch_bounds__(256, 1) wgmma_peak_kernel(int iters, float* sink) {
+  extern __shared__ __align__(1024) uint8_t smem[];
+  const int tid = threadIdx.x;
+  // Non-zero, finite e4m3 codes (never time on zeros).
+  for (int i = tid; i < (64 + 256) * 128; i += 256) {
+    uint32_t x = i * 2654435761u + 12345u;
+    uint8_t v = static_cast<uint8_t>((x >> 13) & 0x6F) | 0x08;
+    smem[i] = v ^ ((x >> 7) & 0x80);
+  }
+  fence_proxy_async();
+  __syncthreads();
+  const int wg = tid / 128;
+  const uint32_t a = smem_u32(smem + wg * 0);  // both warpgroups read the same A tile
+  const uint32_t b = smem_u32(smem + 64 * 128);
+  float acc[128];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc[i] = 0.0f;
+  for (int it = 0; it < iters; ++it) {
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < 4; ++s)
+      wgmma_m64n256k32_e4m3(acc, make_desc(a + s * 256, 128, 1024), make_desc(b + s * 256, 128, 1024), 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+  }
+  fence_acc(acc);
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 128; ++i) s += acc[i];
+  if (s == 1.2345f) sink[tid] = s;  // keep the work observable
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+Status launch_mqa_logits_fp8(const LogitsParams& p) {
+  INDEXLAB_RETURN_IF_ERROR(can_implement(p.h, p.d, 1));
+  if (p.nq < 0 || p.nk < 0) return error("nq and nk must be >= 0");
+  if (p.ld < p.nk) return error("ld = ", p.ld, " is smaller than nk = ", p.nk);
+  if (p.nq == 0 || p.nk == 0) return Status::Ok();
+  if (!p.q || !p.k || !p.k_scale || !p.w || !p.ks || !p.ke || !p.logits)
+    return error("LogitsParams: a device pointer is null");
+  LogitsKernelParams kp{};
+  kp.q = p.q;
+  kp.w = p.w;
+  kp.logits = p.logits;
+  kp.ld = p.ld;
+  kp.nq = p.nq;
+  kp.ncols = p.nk;
+  kp.n_blocks = (p.nk + kBlockKeys - 1) / kBlockKeys;
+  kp.h = p.h;
+  kp.paged = false;
+  kp.k = p.k;
+  kp.k_scale = p.k_scale;
+  kp.ks = p.ks;
+  kp.ke = p.ke;
+  kp.nk = p.nk;
+  const int rows = 2 * 256 / p.h;
+  const int64_t tiles = (p.nq + rows - 1) / rows;
+  if (tiles > INT32_MAX) return error("nq = ", p.nq, " is too large");
+  kp.blocks_per_cta = choose_blocks_per_cta(tiles, kp.n_blocks, 4);
+  const int64_t chunks = (kp.n_blocks + kp.blocks_per_cta - 1) / kp.blocks_per_cta;
+  if (chunks > 65535) return error("nk = ", p.nk, " is too large");
+  dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
+  cudaStream_t st = static_cast<cudaStream_t>(p.stream);
+  return p.d == 64 ? launch_prefill_h<64>(kp, grid, st) : launch_prefill_h<128>(kp, grid, st);
+}
+
+Status launch_paged_logits_fp8(const PagedLogitsParams& p) {
+  INDEXLAB_RETURN_IF_ERROR(can_implement(p.h, p.d, 1));
+  if (p.next_n < 1) return error("next_n = ", p.next_n, " must be >= 1");
+  if (p.batch < 0 || p.max_pages < 0 || p.num_pages < 0) return error("negative paged sizes");
+  if (p.ld < p.max_pages * kBlockKeys)
+    return error("ld = ", p.ld, " is smaller than max_pages * 64 = ", p.max_pages * kBlockKeys);
+  if (p.batch == 0 || p.max_pages == 0) return Status::Ok();
+  if (!p.q || !p.w || !p.cache || !p.block_table || !p.context_lens || !p.logits)
+    return error("PagedLogitsParams: a device pointer is null");
+  LogitsKernelParams kp{};
+  kp.q = p.q;
+  kp.w = p.w;
+  kp.logits = p.logits;
+  kp.ld = p.ld;
+  kp.nq = p.batch * p.next_n;
+  kp.ncols = p.max_pages * kBlockKeys;
+  kp.n_blocks = p.max_pages;
+  kp.h = p.h;
+  kp.paged = true;
+  kp.cache = p.cache;
+  kp.block_table = p.block_table;
+  kp.context_lens = p.context_lens;
+  kp.max_pages = p.max_pages;
+  kp.num_pages = p.num_pages;
+  kp.page_bytes = static_cast<int64_t>(kBlockKeys) * (p.d + 4);
+  kp.next_n = p.next_n;
+  const int cols = p.next_n * p.h;
+  int n, nwg;
+  if (cols <= 64) {
+    n = 64, nwg = 1;
+  } else if (cols <= 128) {
+    n = 128, nwg = 1;
+  } else if (cols <= 256) {
+    n = 256, nwg = 1;
+  } else {
+    n = 256, nwg = 2;
+  }
+  const int rows = nwg * n / p.h;
+  kp.groups_per_seq = (p.next_n + rows - 1) / rows;
+  const int64_t ctas_rows = p.batch * kp.groups_per_seq;
+  if (ctas_rows > INT32_MAX) return error("batch = ", p.batch, " is too large");
+  kp.blocks_per_cta = std::min<int64_t>(choose_blocks_per_cta(ctas_rows, kp.n_blocks, 16),
+                                        kMaxPagedBlocksPerCta);
+  const int64_t chunks = (kp.n_blocks + kp.blocks_per_cta - 1) / kp.blocks_per_cta;
+  if (chunks > 65535) return error("max_pages = ", p.max_pages, " is too large");
+  dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
+  cudaStream_t st = static_cast<cudaStream_t>(p.stream);
+  if (n == 64) return launch_logits_d<64, 1>(kp, p.d, grid, st);
+  if (n == 128) return launch_logits_d<128, 1>(kp, p.d, grid, st);
+  if (nwg == 1) return launch_logits_d<256, 1>(kp, p.d, grid, st);
+  return launch_logits_d<256, 2>(kp, p.d, grid, st);
+}
+
+namespace detail {
+Status run_probe(const uint8_t* a, const uint8_t* b, const float* c, float* d, int scale_d) {
+  uint8_t *da = nullptr, *db = nullptr;
+  float *dc = nullptr, *dd = nullptr;
+  Status st;
+  auto body = [&]() -> Status {
+    INDEXLAB_CUDA_CHECK(cudaMalloc(&da, 64 * 32));
+    INDEXLAB_CUDA_CHECK(cudaMalloc(&db, 8 * 32));
+    INDEXLAB_CUDA_CHECK(cudaMalloc(&dc, 64 * 8 * 4));
+    INDEXLAB_CUDA_CHECK(cudaMalloc(&dd, 64 * 8 * 4));
+    INDEXLAB_CUDA_CHECK(cudaMemcpy(da, a, 64 * 32, cudaMemcpyHostToDevice));
+    INDEXLAB_CUDA_CHECK(cudaMemcpy(db, b, 8 * 32, cudaMemcpyHostToDevice));
+    INDEXLAB_CUDA_CHECK(cudaMemcpy(dc, c, 64 * 8 * 4, cudaMemcpyHostToDevice));
+    INDEXLAB_CUDA_CHECK(cudaMemset(dd, 0xFF, 64 * 8 * 4));
+    probe_kernel<<<1, 128>>>(da, db, dc, dd, scale_d);
+    INDEXLAB_CUDA_CHECK(cudaGetLastError());
+    INDEXLAB_CUDA_CHECK(cudaMemcpy(d, dd, 64 * 8 * 4, cudaMemcpyDeviceToHost));
+    return Status::Ok();
+  };
+  st = body();
+  cudaFree(da);
+  cudaFree(db);
+  cudaFree(dc);
+  cudaFree(dd);
+  return st;
+}
+
+Status launch_wgmma_peak(int iters, float* sink, int ctas, cudaStream_t stream) {
+  const int smem = (64 + 256) * 128;
+  INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(wgmma_peak_kernel,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  wgmma_peak_kernel<<<ctas, 256, smem, stream>>>(iters, sink);
+  INDEXLAB_CUDA_CHECK(cudaGetLastError());
+  return Status::Ok();
+}
+}  // namespace detail
+
+}  // namespace indexlab::cuda

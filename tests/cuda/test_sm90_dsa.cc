@@ -1,0 +1,665 @@
+// Hopper DSA kernels against the CPU: wgmma probe, bit-exact logits vs the sm90 emulation,
+// canonical top-k, the reference selection, paged decode, determinism and refusals.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/api.h"
+#include "reference/emulate_sm90_dsa.h"
+#include "reference/numerics.h"
+#include "reference/problem.h"
+#include "reference/tc_emulation.h"
+
+namespace indexlab {
+namespace {
+
+using ref::Inputs;
+using ref::Options;
+using ref::PagedInputs;
+using ref::Result;
+
+#define SKIP_WITHOUT_GPU()                                   \
+  do {                                                       \
+    std::string why;                                         \
+    if (!cuda::device_available(&why)) GTEST_SKIP() << why;  \
+  } while (0)
+
+uint64_t base_seed() {
+  static uint64_t s = [] {
+    const char* e = std::getenv("INDEXLAB_SEED");
+    uint64_t v = e ? std::strtoull(e, nullptr, 10) : 20261127ull;
+    std::printf("[sm90 tests] INDEXLAB_SEED = %llu\n", static_cast<unsigned long long>(v));
+    return v;
+  }();
+  return s;
+}
+uint64_t seed_for(const char* name) {
+  uint64_t h = base_seed() ^ 0x9E3779B97F4A7C15ull;
+  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
+  return h;
+}
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+bool same_float(float a, float b) {  // bitwise, but +0 == -0
+  return bits(a) == bits(b) || (a == 0.0f && b == 0.0f);
+}
+
+enum class Values { kNormal, kNarrow, kTies };
+
+struct Case {
+  int64_t nq = 8, nk = 64;
+  int h = 64, d = 128, k = 32;
+  Values values = Values::kNormal;
+  std::vector<int32_t> ks, ke;  // empty: causal-like ks = 0, ke = nk - nq + i + 1 clamped
+};
+
+Inputs make_inputs(const Case& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> narrow(1.0f, 1.25f), uw(-1.0f, 1.0f), upos(0.05f, 1.0f);
+  ref::RawInputs raw;
+  raw.shape = ref::Shape{c.nq, c.nk, c.h, c.d, c.k};
+  raw.q.resize(static_cast<size_t>(c.nq * c.h * c.d));
+  raw.k.resize(static_cast<size_t>(c.nk * c.d));
+  raw.w.resize(static_cast<size_t>(c.nq * c.h));
+  if (c.values == Values::kNarrow) {
+    for (auto& v : raw.q) v = narrow(rng);
+    for (auto& v : raw.k) v = narrow(rng);
+    for (auto& v : raw.w) v = upos(rng);
+  } else {
+    for (auto& v : raw.q) v = nd(rng) * 1.37f;
+    for (auto& v : raw.w) v = uw(rng) * 0.83f;
+    if (c.values == Values::kTies) {
+      std::vector<float> proto(static_cast<size_t>(4 * c.d));
+      for (auto& v : proto) v = nd(rng);
+      for (int64_t j = 0; j < c.nk; ++j) {
+        const int64_t p = rng() % 4;
+        std::copy(proto.begin() + p * c.d, proto.begin() + (p + 1) * c.d, raw.k.begin() + j * c.d);
+      }
+    } else {
+      for (auto& v : raw.k) v = nd(rng) * 0.91f;
+    }
+  }
+  if (c.ks.empty()) {
+    raw.ks.assign(static_cast<size_t>(c.nq), 0);
+    raw.ke.resize(static_cast<size_t>(c.nq));
+    for (int64_t i = 0; i < c.nq; ++i)
+      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(c.nk - c.nq + i + 1, 0, c.nk));
+  } else {
+    raw.ks = c.ks;
+    raw.ke = c.ke;
+  }
+  Inputs in;
+  Status st = ref::quantize_inputs(raw, ref::Precision::kFp8, ref::QuantizeOptions{}, &in);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return in;
+}
+
+/// Canonical top-k of one row of logits on the CPU (score descending, index ascending,
+/// NaN and -inf excluded, -1 / -inf padded).
+void cpu_topk(const float* row, int64_t lo, int64_t hi, int k, bool absolute, int32_t* idx, float* sc) {
+  std::vector<int64_t> c;
+  for (int64_t j = lo; j < hi; ++j)
+    if (!std::isnan(row[j]) && row[j] > -INFINITY) c.push_back(j);
+  auto better = [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; };
+  const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
+  std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
+  for (int t = 0; t < k; ++t) {
+    if (t < m) {
+      idx[t] = static_cast<int32_t>(absolute ? c[t] : c[t] - lo);
+      sc[t] = row[c[t]];
+    } else {
+      idx[t] = -1;
+      sc[t] = -INFINITY;
+    }
+  }
+}
+
+struct Check {
+  int64_t logit_mismatch = 0, unwritten = 0, sel_mismatch_rows = 0, exact_rows = 0,
+          exact_rows_wrong = 0;
+  double recall_sum = 0;
+  int64_t rows = 0;
+};
+
+/// Full differential check of a flat problem.
+Check check_flat(const Inputs& in, const Options& opt, const std::string& what) {
+  Check ck;
+  Result gpu;
+  Options o = opt;
+  o.want_logits = true;
+  Status st = cuda::dsa_fp8(in, o, &gpu);
+  EXPECT_TRUE(st.ok()) << what << ": " << st.message();
+  if (!st.ok()) return ck;
+  const int64_t nq = in.shape.nq, nk = in.shape.nk;
+  const int k = in.shape.k;
+  std::vector<float> emu;
+  st = ref::emulate_sm90_dsa_logits(in, &emu);
+  EXPECT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(gpu.logits.size(), emu.size());
+  int shown = 0;
+  for (size_t t = 0; t < emu.size() && t < gpu.logits.size(); ++t) {
+    if (bits(gpu.logits[t]) == 0xFFFFFFFFu) ++ck.unwritten;
+    if (bits(gpu.logits[t]) != bits(emu[t])) {
+      ++ck.logit_mismatch;
+      if (shown++ < 5)
+        ADD_FAILURE() << what << ": logit[" << t / nk << "," << t % nk << "] gpu " << gpu.logits[t]
+                      << " (0x" << std::hex << bits(gpu.logits[t]) << ") emu " << emu[t] << " (0x"
+                      << bits(emu[t]) << std::dec << ")";
+    }
+  }
+  EXPECT_EQ(ck.unwritten, 0) << what;
+  EXPECT_EQ(ck.logit_mismatch, 0) << what << ": logits differ from the emulation";
+  // Selection == canonical top-k of the emulated logits.
+  const bool absolute = opt.index_base == ref::IndexBase::kAbsolute;
+  std::vector<int32_t> ci(static_cast<size_t>(k));
+  std::vector<float> cs(static_cast<size_t>(k));
+  Result refr;
+  Options ro = opt;
+  ro.want_logits = true;
+  st = ref::run(ref::Path::kDsa, in, ro, &refr);
+  EXPECT_TRUE(st.ok()) << st.message();
+  for (int64_t i = 0; i < nq; ++i) {
+    cpu_topk(emu.data() + i * nk, in.ks[i], in.ke[i], k, absolute, ci.data(), cs.data());
+    bool same = true;
+    for (int t = 0; t < k; ++t) {
+      const int32_t gi = gpu.index[i * k + t];
+      if (gi == 0x7F7F7F7F) ++ck.unwritten;
+      if (gi != ci[t] || !same_float(gpu.score[i * k + t], cs[t])) same = false;
+    }
+    if (!same) {
+      if (ck.sel_mismatch_rows++ < 3) {
+        std::string msg;
+        for (int t = 0; t < k; ++t)
+          if (gpu.index[i * k + t] != ci[t]) {
+            msg = "slot " + std::to_string(t) + ": gpu " + std::to_string(gpu.index[i * k + t]) +
+                  " cpu " + std::to_string(ci[t]);
+            break;
+          }
+        ADD_FAILURE() << what << ": row " << i << " selection differs from canonical top-k of the "
+                      << "emulated logits; " << msg;
+      }
+    }
+    // Against the reference (correctly rounded scores).
+    if (st.ok() && refr.logits_cols == nk) {
+      const int32_t* ri = refr.index.data() + i * k;
+      const int32_t* gi = gpu.index.data() + i * k;
+      int64_t nref = 0, hit = 0;
+      std::vector<int32_t> gs(gi, gi + k);
+      std::sort(gs.begin(), gs.end());
+      for (int t = 0; t < k; ++t) {
+        if (ri[t] < 0) continue;
+        ++nref;
+        hit += std::binary_search(gs.begin(), gs.end(), ri[t]);
+      }
+      ck.recall_sum += nref ? static_cast<double>(hit) / nref : 1.0;
+      ++ck.rows;
+      bool row_equal = !refr.ambiguous.empty() ? !refr.ambiguous[i] : true;
+      for (int64_t j = 0; row_equal && j < nk; ++j)
+        if (!same_float(refr.logits[i * nk + j], emu[i * nk + j])) row_equal = false;
+      if (row_equal) {
+        ++ck.exact_rows;
+        if (!std::equal(ri, ri + k, gi)) ++ck.exact_rows_wrong;
+      }
+    }
+  }
+  EXPECT_EQ(ck.unwritten, 0) << what;
+  EXPECT_EQ(ck.sel_mismatch_rows, 0) << what;
+  EXPECT_EQ(ck.exact_rows_wrong, 0) << what << ": rows whose emulated logits equal the reference's";
+  std::printf("[%s] nq=%lld nk=%lld h=%d d=%d k=%d: logits bit-exact %s, recall vs ref %.5f, "
+              "rows with ref-identical logits %lld\n",
+              what.c_str(), static_cast<long long>(nq), static_cast<long long>(nk), in.shape.h,
+              in.shape.d, k, ck.logit_mismatch == 0 ? "yes" : "NO",
+              ck.rows ? ck.recall_sum / ck.rows : 1.0, static_cast<long long>(ck.exact_rows));
+  return ck;
+}
+
+// ---- refusals and no-GPU behaviour (run everywhere) -----------------------------------------
+
+TEST(Sm90Api, RefusesUnsupportedWithWords) {
+  Status s = cuda::can_implement(48, 128, 2048);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("h = 48"), std::string::npos) << s.message();
+  s = cuda::can_implement(64, 96, 2048);
+  EXPECT_NE(s.message().find("d = 96"), std::string::npos) << s.message();
+  s = cuda::can_implement(64, 128, 0);
+  EXPECT_NE(s.message().find("k = 0"), std::string::npos) << s.message();
+  EXPECT_TRUE(cuda::can_implement(64, 128, 2048).ok());
+  EXPECT_TRUE(cuda::can_implement(8, 64, 1).ok());
+  Case c;
+  Inputs in = make_inputs(c, 1);
+  in.precision = ref::Precision::kFp32;
+  EXPECT_FALSE(cuda::can_implement(in, Options{}).ok());
+}
+
+TEST(Sm90Api, BadInputIsAnErrorNotACrash) {
+  Case c;
+  Inputs in = make_inputs(c, 2);
+  in.ke[3] = static_cast<int32_t>(in.shape.nk + 5);
+  Result r;
+  Status s = cuda::dsa_fp8(in, Options{}, &r);
+  EXPECT_FALSE(s.ok());
+  if (cuda::built_with_cuda()) {
+    EXPECT_NE(s.message().find("ke[3]"), std::string::npos) << s.message();
+  }
+}
+
+TEST(Sm90Api, DeviceQueryGivesAReason) {
+  std::string why;
+  if (!cuda::device_available(&why)) {
+    EXPECT_FALSE(why.empty());
+  } else {
+    std::printf("device: %s\n", cuda::device_name().c_str());
+  }
+}
+
+// ---- wgmma probe (SPEC 8) -----------------------------------------------------------------
+
+// Runs 128 trials of single m64n8k32 instructions and compares every output with `model`.
+void run_probe(float (*model)(const float*, const float*, int, float), const char* name, bool expect_exact) {
+  std::mt19937_64 rng(seed_for("probe"));
+  int64_t total = 0, bad = 0, nontrivial = 0;
+  // Raw data for offline model fitting: per trial a[64*32], b[8*32], c[64*8], d[64*8], use_acc.
+  const char* dump_path = std::getenv("INDEXLAB_PROBE_DUMP");
+  FILE* dump = dump_path ? std::fopen(dump_path, "wb") : nullptr;
+  const int kTrials = 128;
+  for (int trial = 0; trial < kTrials; ++trial) {
+    // Exponent spread grows with the trial so alignment drops bits; codes are finite, non-integer.
+    const int spread = 1 + trial % 14;
+    const bool sparse = trial >= 64 && trial < 96;   // 1-3 non-zero products per output
+    const bool use_acc = trial < 112;                // the last trials: scale-d = 0
+    std::vector<uint8_t> a(64 * 32), b(8 * 32);
+    auto code = [&]() {
+      for (;;) {
+        const int e = 7 + static_cast<int>(rng() % spread) - spread / 2;  // biased exponent
+        const uint8_t c = static_cast<uint8_t>(((rng() & 1) << 7) | (std::clamp(e, 0, 15) << 3) | (rng() & 7));
+        if ((c & 0x7F) != 0x7F) return c;
+      }
+    };
+    for (auto& x : a) x = code();
+    for (auto& x : b) x = code();
+    if (sparse) {
+      for (int m = 0; m < 64; ++m) {
+        const int keep = 1 + m % 3;
+        for (int t = keep; t < 32; ++t) a[m * 32 + (t * 7 + m) % 32] = 0;
+      }
+    }
+    std::vector<float> cacc(64 * 8), d(64 * 8);
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (int t = 0; t < 64 * 8; ++t) {
+      const int mode = (trial + t) % 4;
+      double v = u(rng) * std::ldexp(1.0, static_cast<int>(rng() % 24) - 8) + 1e-3;
+      cacc[t] = mode == 0 ? 0.0f : static_cast<float>(mode == 3 ? v * 3000.0 : v);
+    }
+    Status st = cuda::probe_wgmma_fp8(a.data(), b.data(), cacc.data(), d.data(), use_acc);
+    ASSERT_TRUE(st.ok()) << st.message();
+    if (dump) {
+      std::fwrite(a.data(), 1, a.size(), dump);
+      std::fwrite(b.data(), 1, b.size(), dump);
+      std::fwrite(cacc.data(), 4, cacc.size(), dump);
+      std::fwrite(d.data(), 4, d.size(), dump);
+      const int32_t ua = use_acc;
+      std::fwrite(&ua, 4, 1, dump);
+    }
+    for (int m = 0; m < 64; ++m) {
+      for (int n = 0; n < 8; ++n) {
+        float av[32], bv[32];
+        const float acc_in = use_acc ? cacc[m * 8 + n] : 0.0f;
+        double exact = acc_in;
+        for (int t = 0; t < 32; ++t) {
+          av[t] = ref::e4m3_to_float(a[m * 32 + t]);
+          bv[t] = ref::e4m3_to_float(b[n * 32 + t]);
+          exact += static_cast<double>(av[t]) * bv[t];
+        }
+        const float want = model(av, bv, 32, acc_in);
+        const float got = d[m * 8 + n];
+        ++total;
+        if (static_cast<double>(static_cast<float>(exact)) != static_cast<double>(want)) ++nontrivial;
+        if (bits(got) != bits(want)) {
+          if (bad++ < 8)
+            ADD_FAILURE() << "trial " << trial << " (" << m << "," << n << "): gpu " << got << " (0x"
+                          << std::hex << bits(got) << ") model " << want << " (0x" << bits(want)
+                          << std::dec << ") exact " << exact << " acc " << acc_in;
+        }
+      }
+    }
+  }
+  if (dump) std::fclose(dump);
+  std::printf("[probe %s] %lld single-instruction outputs, %lld differ from the model, %lld where the "
+              "model differs from round-to-nearest of the exact sum\n", name,
+              static_cast<long long>(total), static_cast<long long>(bad),
+              static_cast<long long>(nontrivial));
+  if (expect_exact) {
+    EXPECT_EQ(bad, 0) << name;
+  }
+  EXPECT_GT(nontrivial, 0) << "the probe data never exercised truncation";
+}
+
+// The tensor-core model of reference/tc_emulation.h (SPEC 8 with the measured operand-exponent
+// alignment) must match the hardware on every output.
+TEST(Sm90Probe, WgmmaFp8ChunkMatchesModel) {
+  SKIP_WITHOUT_GPU();
+  run_probe(ref::wgmma_fp8_chunk, "tc_emulation", true);
+}
+
+// ---- flat fp8 DSA ---------------------------------------------------------------------------
+
+TEST(Sm90Dsa, Fp8_H64_D128_Lk4097) {
+  SKIP_WITHOUT_GPU();
+  Case c;
+  c.nq = 12;
+  c.nk = 4097;
+  c.k = 2048;
+  Inputs in = make_inputs(c, seed_for("Lk4097"));
+  check_flat(in, Options{}, "Fp8_H64_D128_Lk4097");
+}
+
+TEST(Sm90Dsa, Fp8_AllHeadsAndDims) {
+  SKIP_WITHOUT_GPU();
+  for (int h : {8, 16, 32, 64, 128}) {
+    for (int d : {64, 128}) {
+      Case c;
+      c.nq = 37;
+      c.nk = 257;
+      c.h = h;
+      c.d = d;
+      c.k = 48;
+      Inputs in = make_inputs(c, seed_for("heads") + h * 131 + d);
+      check_flat(in, Options{}, "Fp8_H" + std::to_string(h) + "_D" + std::to_string(d));
+    }
+  }
+}
+
+TEST(Sm90Dsa, Fp8_TileBoundaries) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t nk : {1, 63, 64, 65, 127, 128, 129}) {
+    for (int64_t nq : {1, 7, 8, 9, 17}) {
+      Case c;
+      c.nq = nq;
+      c.nk = nk;
+      c.k = 16;
+      Inputs in = make_inputs(c, seed_for("tiles") + nk * 1000 + nq);
+      check_flat(in, Options{}, "Fp8_H64_D128_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
+    }
+  }
+}
+
+TEST(Sm90Dsa, Fp8_NkBelowAndEqualK) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t nk : {100, 128, 129}) {
+    Case c;
+    c.nq = 5;
+    c.nk = nk;
+    c.k = 128;
+    c.ks.assign(5, 0);
+    c.ke.assign(5, static_cast<int32_t>(nk));
+    Inputs in = make_inputs(c, seed_for("nk_vs_k") + nk);
+    check_flat(in, Options{}, "Fp8_H64_D128_K128_Lk" + std::to_string(nk));
+  }
+}
+
+TEST(Sm90Dsa, Fp8_EmptyRangesAndPackedBatches) {
+  SKIP_WITHOUT_GPU();
+  // Three sequences packed in one key buffer (lengths 70, 1, 200), causal inside each, plus
+  // rows with empty ranges at the start, middle and end.
+  Case c;
+  c.nk = 271;
+  c.k = 64;
+  const int32_t starts[3] = {0, 70, 71}, lens[3] = {70, 1, 200};
+  for (int s = 0; s < 3; ++s)
+    for (int32_t t = 0; t < lens[s]; t += (s == 2 ? 3 : 1)) {
+      c.ks.push_back(starts[s]);
+      c.ke.push_back(starts[s] + t + 1);
+    }
+  for (int32_t e : {0, 70, 271, 150}) {
+    c.ks.push_back(e);
+    c.ke.push_back(e);
+  }
+  c.nq = static_cast<int64_t>(c.ks.size());
+  Inputs in = make_inputs(c, seed_for("packed"));
+  check_flat(in, Options{}, "Fp8_Packed_Relative");
+  Options abs;
+  abs.index_base = ref::IndexBase::kAbsolute;
+  check_flat(in, abs, "Fp8_Packed_Absolute");
+}
+
+TEST(Sm90Dsa, Fp8_NarrowRangeAndHeavyTies) {
+  SKIP_WITHOUT_GPU();
+  Case c;
+  c.nq = 24;
+  c.nk = 700;
+  c.k = 96;
+  c.values = Values::kNarrow;
+  check_flat(make_inputs(c, seed_for("narrow")), Options{}, "Fp8_Narrow_1_1.25");
+  c.values = Values::kTies;
+  c.h = 16;
+  check_flat(make_inputs(c, seed_for("ties")), Options{}, "Fp8_HeavyTies");
+}
+
+TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
+  SKIP_WITHOUT_GPU();
+  Case c;
+  c.nq = 40;
+  c.nk = 3000;
+  c.k = 512;
+  Inputs in = make_inputs(c, seed_for("rerun"));
+  Options o;
+  o.want_logits = true;
+  Result first;
+  ASSERT_TRUE(cuda::dsa_fp8(in, o, &first).ok());
+  for (int r = 0; r < 20; ++r) {
+    Result again;
+    Status st = cuda::dsa_fp8(in, o, &again);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(0, std::memcmp(first.index.data(), again.index.data(), first.index.size() * 4)) << r;
+    ASSERT_EQ(0, std::memcmp(first.score.data(), again.score.data(), first.score.size() * 4)) << r;
+    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << r;
+  }
+}
+
+// ---- paged decode -------------------------------------------------------------------------
+
+PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
+                       uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  PagedInputs in;
+  in.precision = ref::Precision::kFp8;
+  in.h = h;
+  in.d = d;
+  in.k = k;
+  in.next_n = next_n;
+  in.batch = batch;
+  in.page_tokens = 64;
+  int64_t maxp = 1;
+  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
+  in.max_pages = maxp + 1;  // a spare column: never read
+  in.num_pages = batch * in.max_pages + 3;
+  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
+  // Every page gets quantized random keys (deepgemm quantizer), also unused ones.
+  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<uint8_t> codes(static_cast<size_t>(d));
+  for (int64_t p = 0; p < in.num_pages; ++p) {
+    uint8_t* base = in.cache.data() + p * in.page_bytes();
+    for (int t = 0; t < 64; ++t) {
+      for (auto& v : row) v = nd(rng);
+      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
+      std::memcpy(base + t * d, codes.data(), d);
+      std::memcpy(base + 64 * d + t * 4, &s, 4);
+    }
+  }
+  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);  // page tables out of order
+  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);  // unused entries: junk
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t p = 0; p < (ctx[b] + 63) / 64; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
+  in.context_lens = ctx;
+  const int64_t rows = batch * next_n;
+  in.q.resize(static_cast<size_t>(rows * h * d));
+  in.w.resize(static_cast<size_t>(rows * h));
+  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int hh = 0; hh < h; ++hh) {
+      for (auto& v : row) v = nd(rng) * 1.3f;
+      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
+                                             codes.data());
+      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
+      in.w[r * h + hh] = uw(rng) * s;
+    }
+  }
+  return in;
+}
+
+void check_paged(const PagedInputs& in, const Options& opt, const std::string& what) {
+  Result gpu;
+  Options o = opt;
+  o.want_logits = true;
+  Status st = cuda::dsa_paged_fp8(in, o, &gpu);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  std::vector<float> emu;
+  ASSERT_TRUE(ref::emulate_sm90_paged_logits(in, &emu).ok());
+  ASSERT_EQ(gpu.logits.size(), emu.size());
+  int64_t bad = 0;
+  const int64_t cols = in.max_pages * 64;
+  for (size_t t = 0; t < emu.size(); ++t)
+    if (bits(gpu.logits[t]) != bits(emu[t]) && bad++ < 5)
+      ADD_FAILURE() << what << ": logit[" << t / cols << "," << t % cols << "] gpu " << gpu.logits[t]
+                    << " emu " << emu[t];
+  EXPECT_EQ(bad, 0) << what;
+  Result refr;
+  st = ref::run_paged(ref::Path::kDsa, in, opt, &refr);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const int k = in.k;
+  const bool absolute = opt.index_base == ref::IndexBase::kAbsolute;
+  std::vector<int32_t> ci(static_cast<size_t>(k));
+  std::vector<float> cs(static_cast<size_t>(k));
+  double recall = 0;
+  for (int64_t r = 0; r < in.rows(); ++r) {
+    const int64_t ctx = in.context_lens[r / in.next_n];
+    const int64_t vis = std::max<int64_t>(0, std::min<int64_t>(ctx, ctx - in.next_n + r % in.next_n + 1));
+    cpu_topk(emu.data() + r * cols, 0, vis, k, false, ci.data(), cs.data());
+    if (absolute)
+      for (auto& x : ci)
+        if (x >= 0) x = in.block_table[(r / in.next_n) * in.max_pages + x / 64] * 64 + x % 64;
+    for (int t = 0; t < k; ++t) {
+      ASSERT_EQ(gpu.index[r * k + t], ci[t]) << what << ": row " << r << " slot " << t;
+      ASSERT_TRUE(same_float(gpu.score[r * k + t], cs[t])) << what << ": row " << r << " slot " << t;
+    }
+    std::vector<int32_t> gs(gpu.index.begin() + r * k, gpu.index.begin() + (r + 1) * k);
+    std::sort(gs.begin(), gs.end());
+    int64_t n = 0, hit = 0;
+    for (int t = 0; t < k; ++t) {
+      const int32_t x = refr.index[r * k + t];
+      if (x < 0) continue;
+      ++n;
+      hit += std::binary_search(gs.begin(), gs.end(), x);
+    }
+    recall += n ? static_cast<double>(hit) / n : 1.0;
+  }
+  recall /= std::max<int64_t>(1, in.rows());
+  std::printf("[%s] logits bit-exact %s, selection = canonical top-k of emulated logits, recall vs "
+              "ref %.5f\n", what.c_str(), bad == 0 ? "yes" : "NO", recall);
+  EXPECT_GT(recall, 0.97) << what;
+}
+
+TEST(Sm90Paged, Fp8_NextN1to4_OutOfOrderPages) {
+  SKIP_WITHOUT_GPU();
+  for (int nn : {1, 2, 3, 4}) {
+    for (int h : {64, 128}) {
+      const std::vector<int32_t> ctx = {1, 64, 130, 700, 3};
+      PagedInputs in = make_paged(5, nn, h, 128, 96, ctx, seed_for("paged") + nn * 7 + h);
+      check_paged(in, Options{}, "Paged_H" + std::to_string(h) + "_NextN" + std::to_string(nn));
+      Options abs;
+      abs.index_base = ref::IndexBase::kAbsolute;
+      check_paged(in, abs, "Paged_H" + std::to_string(h) + "_NextN" + std::to_string(nn) + "_Abs");
+    }
+  }
+  const std::vector<int32_t> ctx = {2048, 129};
+  PagedInputs in = make_paged(2, 1, 32, 64, 2048, ctx, seed_for("paged2k"));
+  check_paged(in, Options{}, "Paged_H32_D64_K2048");
+}
+
+// ---- top-k alone --------------------------------------------------------------------------
+
+void check_topk(const std::vector<float>& x, int64_t rows, int64_t cols, const std::vector<int32_t>& ks,
+                const std::vector<int32_t>& ke, int k, bool absolute, const std::string& what) {
+  std::vector<int32_t> gi;
+  std::vector<float> gsc;
+  Status st = cuda::topk_rows(x, rows, cols, ks, ke, k,
+                              absolute ? ref::IndexBase::kAbsolute : ref::IndexBase::kRelative, &gi, &gsc);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  std::vector<int32_t> ci(static_cast<size_t>(k));
+  std::vector<float> cs(static_cast<size_t>(k));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t lo = ks.empty() ? 0 : ks[r], hi = ke.empty() ? cols : ke[r];
+    cpu_topk(x.data() + r * cols, lo, hi, k, absolute, ci.data(), cs.data());
+    for (int t = 0; t < k; ++t) {
+      ASSERT_EQ(gi[r * k + t], ci[t]) << what << ": row " << r << " slot " << t;
+      ASSERT_TRUE(same_float(gsc[r * k + t], cs[t])) << what << ": row " << r << " slot " << t;
+    }
+  }
+  std::printf("[%s] rows=%lld cols=%lld k=%d: canonical\n", what.c_str(), static_cast<long long>(rows),
+              static_cast<long long>(cols), k);
+}
+
+TEST(Sm90Topk, LongRowsOver1M) {
+  SKIP_WITHOUT_GPU();
+  const int64_t rows = 3, cols = (1 << 20) + 77;
+  std::mt19937_64 rng(seed_for("topk1m"));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = nd(rng);
+  for (int t = 0; t < 5000; ++t) x[rng() % x.size()] = NAN;
+  for (int t = 0; t < 5000; ++t) x[rng() % x.size()] = -INFINITY;
+  // Row 1: one value repeated everywhere except a few: the K-th bucket holds ~1M candidates.
+  for (int64_t j = 0; j < cols; ++j) x[cols + j] = (j % 1000 == 0) ? 2.0f + j * 1e-7f : 1.0f;
+  check_topk(x, rows, cols, {}, {}, 2048, false, "Topk_1M_K2048");
+  check_topk(x, rows, cols, {5, 1000, 0}, {static_cast<int32_t>(cols), 900000, 77}, 4096, true,
+             "Topk_1M_K4096_Ranges_Abs");
+}
+
+TEST(Sm90Topk, Adversarial) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(seed_for("topkadv"));
+  const int64_t cols = 5000;
+  std::vector<std::vector<float>> rowsv;
+  rowsv.push_back(std::vector<float>(cols, 0.5f));                // all ties
+  rowsv.push_back(std::vector<float>(cols, -INFINITY));           // nothing valid
+  rowsv.push_back(std::vector<float>(cols, NAN));                 // NaN only
+  std::vector<float> r3(cols, -INFINITY);
+  for (int t = 0; t < 30; ++t) r3[rng() % cols] = static_cast<float>(t) * 0.25f;
+  rowsv.push_back(r3);                                            // fewer valid than K
+  std::vector<float> r4(cols);
+  for (int64_t j = 0; j < cols; ++j) {
+    uint32_t u = 0x3F800000u | static_cast<uint32_t>(rng() & 0x3FF);  // differ in the low 10 bits
+    std::memcpy(&r4[j], &u, 4);
+  }
+  rowsv.push_back(r4);
+  std::vector<float> r5(cols);
+  std::uniform_real_distribution<float> nr(1.0f, 1.25f);
+  for (auto& v : r5) v = (rng() % 3 == 0) ? -0.0f : (rng() % 2 ? 0.0f : nr(rng));
+  rowsv.push_back(r5);                                             // +-0 ties and a narrow range
+  std::vector<float> x;
+  for (auto& r : rowsv) x.insert(x.end(), r.begin(), r.end());
+  const int64_t rows = static_cast<int64_t>(rowsv.size());
+  for (int k : {1, 7, 100, 2048, 8192}) check_topk(x, rows, cols, {}, {}, k, false, "Topk_Adv_K" + std::to_string(k));
+  std::vector<int32_t> ks(rows, 10), ke(rows, 10);  // empty ranges
+  check_topk(x, rows, cols, ks, ke, 16, false, "Topk_Adv_Empty");
+}
+
+}  // namespace
+}  // namespace indexlab
