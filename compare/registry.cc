@@ -4,6 +4,8 @@
 #include <algorithm>
 
 #include "cuda/api.h"
+#include "reference/emulate_sm90_dsa.h"
+#include "reference/scoring.h"
 
 namespace indexlab::compare {
 
@@ -57,6 +59,58 @@ void register_builtin(Registry* r) {
       o.want_logits = true;
       INDEXLAB_RETURN_IF_ERROR(run_reference(p, o, &res));
       *out = to_candidate_output(std::move(res), p.options.index_base);
+      return Status::Ok();
+    };
+    (void)r->add(std::move(c));
+  }
+  if (!r->find("emu.sm90_dsa")) {
+    // The Hopper kernel's arithmetic, emulated bit for bit on the CPU: runs anywhere, and shows
+    // what the tensor-core truncation does to the selection against the exact oracle.
+    Candidate c;
+    c.name = "emu.sm90_dsa";
+    c.description = "CPU emulation of cuda.dsa's fp8 arithmetic (measured wgmma model, kernel epilogue order)";
+    c.tolerance = "tensor_core";
+    c.supports = [](const Problem& p, std::string* why) {
+      if (p.path != ref::Path::kDsa || p.precision() != ref::Precision::kFp8) {
+        if (why) *why = "fp8 dsa only";
+        return false;
+      }
+      Status st = cuda::can_implement(p.h(), p.d(), p.k());
+      if (!st.ok() && why) *why = st.message();
+      return st.ok();
+    };
+    c.run = [](const Problem& p, CandidateOutput* out) {
+      FlatView fv;
+      INDEXLAB_RETURN_IF_ERROR(flat_view(p, &fv));
+      std::vector<float> logits;
+      INDEXLAB_RETURN_IF_ERROR(p.paged ? ref::emulate_sm90_paged_logits(p.paged_in, &logits)
+                                       : ref::emulate_sm90_dsa_logits(p.flat, &logits));
+      const int64_t nq = fv.in.shape.nq, cols = p.logits_cols();
+      const int K = p.k();
+      CandidateOutput c;
+      c.nq = nq;
+      c.k = K;
+      c.index_base = p.options.index_base;
+      c.index.assign(nq * K, -1);
+      std::vector<ref::Scored> row;
+      std::vector<float> score(K), bound(K);
+      for (int64_t i = 0; i < nq; ++i) {
+        row.clear();
+        for (int64_t col = 0; col < cols; ++col) {
+          const float x = logits[i * cols + col];
+          if (x > -INFINITY) row.push_back(ref::Scored{x, 0.0f, static_cast<int32_t>(col), 0});
+        }
+        // Columns are keys (flat) or positions (paged); relative indices subtract ks (flat only).
+        const int32_t off = (!p.paged && p.options.index_base == ref::IndexBase::kRelative) ? fv.in.ks[i] : 0;
+        ref::select_top_k(&row, K, off, &c.index[i * K], score.data(), bound.data());
+        if (p.paged && p.options.index_base == ref::IndexBase::kAbsolute)
+          for (int t = 0; t < K; ++t)
+            if (c.index[i * K + t] >= 0)
+              c.index[i * K + t] = static_cast<int32_t>(fv.slot_of_key[fv.in.ks[i] + c.index[i * K + t]]);
+      }
+      c.logits_cols = cols;
+      c.logits = std::move(logits);
+      *out = std::move(c);
       return Status::Ok();
     };
     (void)r->add(std::move(c));

@@ -1,4 +1,4 @@
-/// Bit-exact emulation of Hopper wgmma accumulation (SPEC section 8): align, truncate, sum.
+/// Bit-exact emulation of Hopper wgmma accumulation (SPEC section 8, as measured): align, truncate, sum.
 #include "reference/tc_emulation.h"
 
 #include <algorithm>
@@ -12,14 +12,22 @@ namespace {
 constexpr int kFp8ChunkK = 32;
 constexpr int kBf16ChunkK = 16;
 
+// Exponent of an operand for alignment: its exponent field, min_exponent for subnormals.
+inline int operand_exponent(float v, int min_exponent) {
+  return std::max(std::ilogb(std::fabs(v)), min_exponent);
+}
+
 // One k-chunk (n is the instruction's k, or fewer): the products a[t] * b[t] (exact in fp64) and
 // acc are aligned to the largest exponent E among the non-zero terms and truncated toward zero to
 // multiples of 2^(E - align_bits); their exact sum is truncated toward zero to result_bits
 // significant bits within the fp32 range (spacing at least 2^-149; above FLT_MAX gives FLT_MAX).
+// A product's exponent is ea + eb, the sum of its operands' exponents (subnormals count as
+// operand_min_exponent), when operand_min_exponent > INT32_MIN; otherwise it is the exponent of
+// the normalized product. The accumulator enters with its own exponent.
 // An exact zero sum gives +0, a negative sum truncated to zero gives -0. Non-finite terms fall
 // back to plain fp32 arithmetic, so a NaN or inf comes out.
 float aligned_truncated_chunk(const float* a, const float* b, int n, float acc, int align_bits,
-                              int result_bits) {
+                              int result_bits, int operand_min_exponent) {
   auto product = [&](int t) { return static_cast<double>(a[t]) * static_cast<double>(b[t]); };
   bool finite = std::isfinite(acc);
   int max_exponent = acc != 0.0f && finite ? std::ilogb(acc) : INT32_MIN;  // of the largest term
@@ -28,7 +36,10 @@ float aligned_truncated_chunk(const float* a, const float* b, int n, float acc, 
     if (!std::isfinite(p)) {
       finite = false;
     } else if (p != 0.0) {
-      max_exponent = std::max(max_exponent, std::ilogb(p));
+      const int e = operand_min_exponent > INT32_MIN
+                        ? operand_exponent(a[t], operand_min_exponent) + operand_exponent(b[t], operand_min_exponent)
+                        : std::ilogb(p);
+      max_exponent = std::max(max_exponent, e);
     }
   }
   if (!finite) {
@@ -38,7 +49,7 @@ float aligned_truncated_chunk(const float* a, const float* b, int n, float acc, 
   }
   if (max_exponent == INT32_MIN) return 0.0f;
 
-  // Each term becomes an integer count of units 2^unit_exponent; |count| < 2^(align_bits + 1).
+  // Each term becomes an integer count of units 2^unit_exponent; |count| < 2^(align_bits + 2).
   const int unit_exponent = max_exponent - align_bits;
   auto truncated_units = [&](double term) {
     return static_cast<int64_t>(std::trunc(std::ldexp(term, -unit_exponent)));
@@ -65,7 +76,7 @@ float aligned_truncated_chunk(const float* a, const float* b, int n, float acc, 
 }  // namespace
 
 float wgmma_fp8_chunk(const float* a, const float* b, int n, float acc) {
-  return aligned_truncated_chunk(a, b, n, acc, 13, 14);
+  return aligned_truncated_chunk(a, b, n, acc, 13, 14, /*e4m3 min normal exponent*/ -6);
 }
 
 float wgmma_fp8_dot(const float* a, const float* b, int n, float acc) {
@@ -76,7 +87,7 @@ float wgmma_fp8_dot(const float* a, const float* b, int n, float acc) {
 }
 
 float wgmma_bf16_chunk(const float* a, const float* b, int n, float acc) {
-  return aligned_truncated_chunk(a, b, n, acc, 25, 24);
+  return aligned_truncated_chunk(a, b, n, acc, 25, 24, INT32_MIN);
 }
 
 float wgmma_bf16_dot(const float* a, const float* b, int n, float acc) {

@@ -48,17 +48,27 @@ float bf16_chunk(const std::vector<float>& a, const std::vector<float>& b, float
 
 // Slow oracle of the rule in SPEC section 8, in fp64 with frexp and division by powers of two:
 // align to the largest exponent keeping align_bits fraction bits (toward zero), sum, then keep
-// result_bits significant bits (toward zero, fp32 spacing at least 2^-149).
+// result_bits significant bits (toward zero, fp32 spacing at least 2^-149). A term's exponent is
+// floor(log2 |term|) for the accumulator; for a product it is the same when min_operand_exponent
+// is 0 (SPEC 8's text), else the sum of the operands' floor(log2 |x|), each at least
+// min_operand_exponent (the measured Hopper fp8 rule: ea + eb, subnormals at -6).
+int floor_log2(double x) {
+  int e;
+  std::frexp(x, &e);  // |x| = m * 2^e with m in [0.5, 1)
+  return e - 1;
+}
 float slow_chunk(const float* a, const float* b, int n, float acc, int align_bits,
-                 int result_bits) {
+                 int result_bits, int min_operand_exponent = 0) {
   std::vector<double> terms = {acc};
   for (int t = 0; t < n; ++t) terms.push_back(static_cast<double>(a[t]) * b[t]);
-  int top = -100000;  // floor(log2 |t|) of the largest non-zero term
-  for (double t : terms) {
-    if (t == 0) continue;
-    int e;
-    std::frexp(t, &e);  // |t| = m * 2^e with m in [0.5, 1)
-    top = std::max(top, e - 1);
+  int top = acc != 0 ? floor_log2(acc) : -100000;  // exponent of the largest term
+  for (int t = 0; t < n; ++t) {
+    if (terms[t + 1] == 0) continue;
+    const int e = min_operand_exponent == 0
+                      ? floor_log2(terms[t + 1])
+                      : std::max(floor_log2(a[t]), min_operand_exponent) +
+                            std::max(floor_log2(b[t]), min_operand_exponent);
+    top = std::max(top, e);
   }
   if (top == -100000) return 0.0f;
   const double unit = std::ldexp(1.0, top - align_bits);
@@ -126,9 +136,11 @@ TEST(TcEmulation, Fp8IncomingAccumulatorIsTruncatedToo) {
   const std::vector<float> a = {0.5f};
   const std::vector<float> b = {0.0625f};
   EXPECT_EQ(fp8_chunk(a, b, 1.3f), 10905.0f / 8192.0f);
-  // A product slightly larger than acc moves E up to 1: acc -1.3f = -5324.8 u -> -5324 u of 2^-12,
-  // 1.5 * 1.375 = 2.0625 = 8448 u. Result 3124 u = 0.7626953125.
-  EXPECT_EQ(fp8_chunk({1.5f}, {1.375f}, -1.3f), 3124.0f / 4096.0f);
+  // 1.5 * 1.375 = 2.0625 is larger than acc, but a product aligns at the sum of its operands'
+  // exponents (0 + 0; measured on an H100), so E stays 0: acc -1.3f = -10649.6 u -> -10649 u,
+  // the product 16896 u. Result 6247 u = 0.7625732421875. (Aligning at the normalized product's
+  // exponent 1, SPEC 8's text, would give 3124 u of 2^-12 = 0.7626953125.)
+  EXPECT_EQ(fp8_chunk({1.5f}, {1.375f}, -1.3f), 6247.0f / 8192.0f);
 }
 
 TEST(TcEmulation, Fp8ChainOfFourChunksRetruncates) {
@@ -172,7 +184,7 @@ TEST(TcEmulation, Fp8DotMatchesChunkChainAndSlowOracle) {
     const float acc0 = trial % 3 == 0 ? 0.0f : acc_dist(rng);
     float chained = acc0;
     for (int c = 0; c < 4; ++c) {
-      const float want = slow_chunk(&a[32 * c], &b[32 * c], 32, chained, 13, 14);
+      const float want = slow_chunk(&a[32 * c], &b[32 * c], 32, chained, 13, 14, -6);
       const float got = wgmma_fp8_chunk(&a[32 * c], &b[32 * c], 32, chained);
       ASSERT_EQ(bits(got), bits(want)) << "trial " << trial << " chunk " << c;
       ASSERT_EQ(bits(got) & 0x3FFu, 0u);
