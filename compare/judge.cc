@@ -28,7 +28,7 @@ std::vector<double> row_bounds(const ref::Inputs& sub, const ref::Inputs& abs_su
                                const Tolerance& tol) {
   const int64_t ks = sub.ks[t], ke = sub.ke[t];
   std::vector<double> b(static_cast<size_t>(ke - ks), 0.0);
-  if ((tol.dot_rel == 0.0 && tol.epi_rel == 0.0) || ke <= ks) return b;
+  if ((tol.dot_rel == 0.0 && tol.epi_rel == 0.0 && tol.abs_floor == 0.0) || ke <= ks) return b;
   const int H = sub.shape.h;
   ref::RowScorer scorer(sub), abs_scorer(abs_sub);
   std::vector<double> dots, absdots;
@@ -42,7 +42,7 @@ std::vector<double> row_bounds(const ref::Inputs& sub, const ref::Inputs& abs_su
       const double dot = dots[(j - ks) * H + h];
       acc += aw * (tol.dot_rel * s * absdots[(j - ks) * H + h] + tol.epi_rel * std::max(0.0, s * dot));
     }
-    b[j - ks] = acc;
+    b[j - ks] = acc + tol.abs_floor;
   }
   return b;
 }
@@ -67,9 +67,11 @@ Status tolerance_by_name(const std::string& name, int h, int d, Tolerance* out) 
   } else if (name == "fp32") {
     t.dot_rel = d * 0x1p-24;
     t.epi_rel = (h + 3) * 0x1p-24;
+    t.abs_floor = (2.0 * h + d + 4) * 0x1p-149;
   } else if (name == "tensor_core") {
     t.dot_rel = ((d + 31) / 32) * 34 * 0x1p-13;
     t.epi_rel = (h + 3) * 0x1p-24;
+    t.abs_floor = (2.0 * h + d + 4) * 0x1p-149;
   } else {
     return error("tolerance '", name, "' is not one of exact, fp32, tensor_core");
   }

@@ -27,15 +27,19 @@ CandidateOutput to_candidate_output(ref::Result&& r, ref::IndexBase base);
 /// How far a candidate's scores may drift from the exact ones (the bound-aware rule). The bound
 /// of key j for query i is
 ///   dot_rel * sum_h |w_ih| s_j sum_d |q_ihd k_jd|  +  epi_rel * sum_h |w_ih| s_j relu(dot_ihj)
-/// plus one fp32 rounding of the score.
+///   + abs_floor
+/// plus one fp32 rounding of the score. abs_floor covers fp32 underflow: each of the epilogue's
+/// operations may lose up to 2^-150 in the subnormal range, whatever the relative terms say.
 struct Tolerance {
   std::string name = "exact";
   double dot_rel = 0.0;
   double epi_rel = 0.0;
+  double abs_floor = 0.0;
 };
 /// Named models: "exact" (0), "fp32" (fp32 dot and epilogue: D 2^-24, (H+3) 2^-24),
 /// "tensor_core" (Hopper wgmma truncation, SPEC 8: ceil(D/32) * 34 * 2^-13 of the absolute dot,
-/// plus the fp32 epilogue). The fp8 tensor-core model is a worst case, so it is loose.
+/// plus the fp32 epilogue). The fp8 tensor-core model is a worst case, so it is loose. Both
+/// non-exact models carry abs_floor = (2H + D + 4) 2^-149.
 Status tolerance_by_name(const std::string& name, int h, int d, Tolerance* out);
 
 struct JudgeOptions {

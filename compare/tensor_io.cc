@@ -792,7 +792,7 @@ Status Tensor::to_f32(std::vector<float>* out) const {
   std::vector<float> v(static_cast<size_t>(n));
   switch (dtype) {
     case DType::F32:
-      std::memcpy(v.data(), p, static_cast<size_t>(n) * 4);
+      if (n > 0) std::memcpy(v.data(), p, static_cast<size_t>(n) * 4);  // empty: both may be null
       break;
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) v[i] = f16_to_float(load_elem<uint16_t>(p + 2 * i));
