@@ -19,12 +19,7 @@ Status reference_output(const Problem& p, CandidateOutput* out) {
   o.want_logits = true;
   ref::Result r;
   INDEXLAB_RETURN_IF_ERROR(compare::run_reference(p, o, &r));
-  out->nq = r.nq;
-  out->k = r.k;
-  out->index_base = p.options.index_base;
-  out->index = std::move(r.index);
-  out->logits_cols = r.logits_cols;
-  out->logits = std::move(r.logits);
+  *out = compare::to_candidate_output(std::move(r), p.options.index_base);
   return Status::Ok();
 }
 

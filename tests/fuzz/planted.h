@@ -15,12 +15,8 @@ inline Status reference_as_candidate(const compare::Problem& p, bool logits, com
   o.want_logits = logits;
   ref::Result r;
   INDEXLAB_RETURN_IF_ERROR(compare::run_reference(p, o, &r));
-  out->nq = r.nq;
-  out->k = r.k;
-  out->index_base = p.options.index_base;
-  out->index = std::move(r.index);
-  out->logits_cols = logits ? r.logits_cols : 0;
-  out->logits = std::move(r.logits);
+  if (!logits) r.logits_cols = 0;
+  *out = compare::to_candidate_output(std::move(r), p.options.index_base);
   return Status::Ok();
 }
 
