@@ -104,10 +104,17 @@ class DecodeWorkload : public Timed {
 
 class TopkWorkload : public Timed {
  public:
-  Buf<float> logits, score;
+  // Several input buffers, rotated per run, so that repeated runs read device memory, not L2.
+  static constexpr int kSets = 4;
+  Buf<float> logits[kSets], score;
   Buf<int32_t> index;
   TopkParams tp;
-  Status body() override { return launch_topk(tp); }
+  int next = 0;
+  Status body() override {
+    tp.logits = logits[next].p;
+    next = (next + 1) % kSets;
+    return launch_topk(tp);
+  }
 };
 
 class CopyWorkload : public Timed {
@@ -265,12 +272,14 @@ Status make_topk_workload(int64_t rows, int64_t cols, int k, uint64_t seed,
   auto wl = std::make_unique<TopkWorkload>();
   uint64_t st = seed;
   std::vector<float> x(static_cast<size_t>(rows * cols));
-  for (auto& v : x) v = 4.0f * rand_unit(st) - 2.0f;
-  INDEXLAB_RETURN_IF_ERROR(wl->logits.put(x));
+  for (auto& l : wl->logits) {
+    for (auto& v : x) v = 4.0f * rand_unit(st) - 2.0f;
+    INDEXLAB_RETURN_IF_ERROR(l.put(x));
+  }
   INDEXLAB_RETURN_IF_ERROR(wl->index.alloc(static_cast<size_t>(rows) * k));
   INDEXLAB_RETURN_IF_ERROR(wl->score.alloc(static_cast<size_t>(rows) * k));
   auto& tp = wl->tp;
-  tp.logits = wl->logits.p;
+  tp.logits = wl->logits[0].p;
   tp.index = wl->index.p;
   tp.score = wl->score.p;
   tp.rows = rows;

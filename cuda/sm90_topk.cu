@@ -1,7 +1,11 @@
 /// Deterministic radix top-k over rows of fp32 logits: canonical order, -1 padding, NaN never chosen.
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/api.h"
 #include "cuda/sm90_common.cuh"
@@ -165,7 +169,550 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, 
   }
 }
 
+
+// ---- Cluster top-k (default path): two CTAs per row ------------------------------------------
+// Pass 0 reads the row once (16-byte loads, each CTA of the cluster one half) and builds a
+// histogram of the top 12 bits of the composite in each CTA; the two histograms are summed
+// through distributed shared memory (every CTA sums the same numbers, so every CTA finds the same
+// threshold). Pass 0 also keeps, in a per-CTA spec buffer, every column whose first digit reaches
+// an estimate taken from a sample (see the loop below). When the candidates at or above the
+// threshold digit fit the leader's buffer (kCand), they are gathered into the leader's shared
+// memory from the spec buffers (or, when the estimate missed or a spec buffer overflowed, by one
+// more read of the row, mostly from L2); otherwise further 12-bit passes (over the spec buffers,
+// or re-reading the row: the overflow path, nothing is ever dropped) run until they fit or the
+// threshold is exact. The leader finishes the radix select on its buffer, then sorts the K
+// winners by bucketing on the key range and ranking inside each bucket (bitonic sort when a
+// bucket is large, e.g. many equal scores). Composites are unique, so the output is the same set
+// and order on every run whatever order the atomics took.
+constexpr int kClusterCtas = 2;
+constexpr int kCT = 1024;       // threads per CTA
+constexpr int kBins = 4096;     // 12-bit digits
+constexpr int kCand = 12288;    // leader's candidate buffer, in composites (>= kMaxTopK)
+constexpr uint32_t kMaxBucket = 128;
+constexpr int kSpec = 8192;     // per-CTA buffer of the first pass's speculative candidates
+constexpr size_t kClusterSmemMax = size_t{2} * kBins * 4 + size_t{kCand + (kSpec > kMaxTopK ? kSpec : kMaxTopK)} * 8;
+static_assert(kCand >= kMaxTopK, "the candidate buffer doubles as sort scratch");
+static_assert(kCT == 32 * 32 && kBins == 4 * kCT, "helpers assume 32 warps, 4 bins per thread");
+
+struct ClusterState {
+  uint64_t prefix, mask;  // digits fixed so far; the group is (c & mask) == prefix
+  uint32_t need;          // how many of the group still to take
+  uint32_t bin, above, inbin, total;
+  uint32_t cnt_ge;        // columns with (c & mask) >= prefix
+  uint32_t count, count2; // leader: gathered candidates, compacted winners
+  uint32_t kmin, kmax, maxb;
+  uint32_t spec_b, spec_count;  // first-digit estimate of this CTA, columns kept in its spec buffer
+  int done;
+};
+
+__device__ __forceinline__ int digit_shift(int pi) { return pi < 5 ? 52 - 12 * pi : 0; }
+__device__ __forceinline__ uint32_t digit_mask(int pi) { return pi < 5 ? 0xFFFu : 0xFu; }
+__device__ __forceinline__ uint64_t compose(uint32_t key, int64_t i) {
+  return (static_cast<uint64_t>(key) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(i));
+}
+
+// Block-wide: thread t holds bins [4t, 4t+4) in local[]. Finds the bin holding the need-th largest
+// (counting from the top bin down): st->bin/above/inbin (when need <= total) and st->total.
+__device__ __forceinline__ void block_threshold(const uint32_t (&local)[4], uint32_t need,
+                                                uint32_t* s_warp, ClusterState* st) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const uint32_t sum = local[0] + local[1] + local[2] + local[3];
+  uint32_t incl = sum;  // suffix over lanes >= lane
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t v = __shfl_down_sync(0xffffffffu, incl, o);
+    if (lane + o < 32) incl += v;
+  }
+  if (lane == 0) s_warp[warp] = incl;
+  __syncthreads();
+  const uint32_t w = s_warp[lane];
+  uint32_t wincl = w;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t v = __shfl_down_sync(0xffffffffu, wincl, o);
+    if (lane + o < 32) wincl += v;
+  }
+  const uint32_t after = __shfl_sync(0xffffffffu, wincl - w, warp);  // warps above this one
+  const uint32_t total = __shfl_sync(0xffffffffu, wincl, 0);
+  incl += after;
+  const uint32_t above = incl - sum;
+  if (tid == 0) st->total = total;
+  if (above < need && need <= incl) {
+    uint32_t a = above;
+#pragma unroll
+    for (int j = 3; j >= 0; --j) {
+      if (a + local[j] >= need) {
+        st->bin = static_cast<uint32_t>(4 * tid + j);
+        st->above = a;
+        st->inbin = local[j];
+        break;
+      }
+      a += local[j];
+    }
+  }
+  __syncthreads();
+}
+
+// Thread 0, after block_threshold: fixes digit pi of the threshold.
+__device__ __forceinline__ void advance_threshold(ClusterState* st, int pi, uint32_t k) {
+  const uint32_t rest = st->need - st->above;
+  st->prefix |= static_cast<uint64_t>(st->bin) << digit_shift(pi);
+  st->mask |= static_cast<uint64_t>(digit_mask(pi)) << digit_shift(pi);
+  st->cnt_ge = (k - st->need) + st->above + st->inbin;
+  st->need = rest;
+  st->done = st->inbin == rest;
+}
+
+// Block-wide exclusive prefix sum (ascending thread order) of one value per thread.
+__device__ __forceinline__ uint32_t block_excl_scan(uint32_t v, uint32_t* s_warp) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t incl = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == 31) s_warp[warp] = incl;
+  __syncthreads();
+  const uint32_t w = s_warp[lane];
+  uint32_t wincl = w;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t t = __shfl_up_sync(0xffffffffu, wincl, o);
+    if (lane >= o) wincl += t;
+  }
+  const uint32_t before = __shfl_sync(0xffffffffu, wincl - w, warp);
+  __syncthreads();
+  return before + incl - v;
+}
+
+// Walks blocks [qb, qe) of 4 floats (aligned space: element i of the row sits at position
+// i + mis from base, base 16-byte aligned). Every thread of the block makes the same number of
+// calls f(v, i) (so f may use warp collectives); v is NaN for positions outside the row or the
+// share, and f must ignore those (float_key gives 0).
+template <int U>
+__device__ __forceinline__ void load_blocks(const float* base, int mis, int64_t n, int64_t q0, int64_t qe,
+                                            float4 (&v)[U]) {
+  const int tid = threadIdx.x;
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int64_t q = q0 + u * kCT + tid;
+    v[u] = make_float4(NAN, NAN, NAN, NAN);
+    if (q < qe) {
+      const int64_t p0 = 4 * q;
+      if (p0 >= mis && p0 + 4 <= mis + n) {
+        v[u] = __ldg(reinterpret_cast<const float4*>(base + p0));
+      } else {
+        float t[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t pos = p0 + e;
+          t[e] = (pos >= mis && pos < mis + n) ? base[pos] : NAN;
+        }
+        v[u] = make_float4(t[0], t[1], t[2], t[3]);
+      }
+    }
+  }
+}
+
+// Walks blocks [qb, qe) of 4 floats (aligned space: element i of the row sits at position
+// i + mis from base, base 16-byte aligned). Every thread of the block makes the same number of
+// calls f(v, i) (so f may use warp collectives); v is NaN for positions outside the row or the
+// share, and f must ignore those (float_key gives 0). U 16-byte loads per thread per step; with
+// Pf the next step's loads are issued before this step's elements are processed.
+template <int U, bool Pf, class F>
+__device__ __forceinline__ void scan_share(const float* base, int mis, int64_t n, int64_t qb, int64_t qe,
+                                           F&& f) {
+  const int tid = threadIdx.x;
+  constexpr int64_t kStep = static_cast<int64_t>(kCT) * U;
+  float4 v[U];
+  if (Pf && qb < qe) load_blocks<U>(base, mis, n, qb, qe, v);
+  for (int64_t q0 = qb; q0 < qe; q0 += kStep) {
+    float4 w[U];
+    if (Pf) {
+      if (q0 + kStep < qe) load_blocks<U>(base, mis, n, q0 + kStep, qe, w);
+    } else {
+      load_blocks<U>(base, mis, n, q0, qe, v);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t i0 = 4 * (q0 + u * kCT + tid) - mis;
+      f(v[u].x, i0);
+      f(v[u].y, i0 + 1);
+      f(v[u].z, i0 + 2);
+      f(v[u].w, i0 + 3);
+    }
+    if (Pf) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) v[u] = w[u];
+    }
+  }
+}
+
+__device__ __forceinline__ void write_one(const TopkParams& p, int64_t row, int64_t lo, int32_t* out_i,
+                                          float* out_s, int t, uint64_t c) {
+  const int64_t rel = 0xFFFFFFFFu - static_cast<uint32_t>(c & 0xFFFFFFFFu);
+  int32_t idx;
+  if (!p.absolute) {
+    idx = static_cast<int32_t>(rel);
+  } else if (!p.block_table) {
+    idx = static_cast<int32_t>(lo + rel);
+  } else {
+    const int64_t j = lo + rel;
+    const int64_t seq = row / p.next_n;
+    idx = p.block_table[seq * p.max_pages + j / 64] * 64 + static_cast<int32_t>(j % 64);
+  }
+  out_i[t] = idx;
+  if (out_s) out_s[t] = key_float(static_cast<uint32_t>(c >> 32));
+}
+
+template <int U, bool Pf>
+__global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
+    topk_cluster_kernel(const TopkParams p, int kpow2, bool spec) {
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  extern __shared__ __align__(16) uint64_t smem[];
+  uint32_t* hist = reinterpret_cast<uint32_t*>(smem);  // [2][kBins]
+  uint64_t* cand = smem + kBins;                        // [kCand] (leader)
+  uint64_t* sbuf = cand + kCand;                        // [max(kSpec, kpow2)]
+  __shared__ ClusterState st;
+  __shared__ uint32_t s_warp[32];
+
+  const int tid = threadIdx.x, lane = tid & 31;
+  const unsigned rank = cluster.block_rank();
+  const int64_t row = blockIdx.x / kClusterCtas;
+  int64_t lo = p.ks ? p.ks[row] : 0;
+  int64_t hi = p.ke ? p.ke[row] : p.cols;
+  lo = max64(0, min64(lo, p.cols));
+  hi = max64(lo, min64(hi, p.cols));
+  const int64_t n = hi - lo;
+  const float* x = p.logits + row * p.ld + lo;
+  const uint32_t k = static_cast<uint32_t>(p.k);
+  const int mis = static_cast<int>((reinterpret_cast<uintptr_t>(x) >> 2) & 3);
+  const float* base = x - mis;
+  const int64_t nblk = (n + mis + 3) >> 2;
+  const int64_t per = (nblk + kClusterCtas - 1) / kClusterCtas;
+  const int64_t qb = min64(nblk, static_cast<int64_t>(rank) * per), qe = min64(nblk, qb + per);
+
+  if (tid == 0) {
+    st.prefix = 0;
+    st.mask = 0;
+    st.need = k;
+    st.cnt_ge = 0;
+    st.count = 0;
+    st.count2 = 0;
+    st.kmin = 0xFFFFFFFFu;
+    st.kmax = 0;
+    st.maxb = 0;
+    st.spec_b = 0;
+    st.spec_count = 0;
+    st.done = 0;
+  }
+  // Phase 1, whole cluster: radix passes over the row until the candidates fit the buffer.
+  // With spec, the first pass also keeps in this CTA's spec buffer every column whose first digit
+  // reaches an estimate taken from a sample (the share's first 4096 columns); when every CTA's
+  // estimate is at or below the real threshold digit and no spec buffer overflowed, later passes
+  // and the gather read the spec buffers instead of the row (spec_ok; otherwise the row again).
+  uint64_t* specbuf = sbuf;  // [kSpec] per CTA until the gather; the leader's sbuf afterwards
+  bool spec_ok = false;
+  // f(c, valid) over the columns of this CTA: the row (scan_share) or, when spec_ok, its spec buffer.
+  auto over_cols = [&](auto&& g) {
+    if (spec_ok) {
+      const uint32_t cnt = st.spec_count;
+      for (uint32_t b0 = tid - lane; b0 < cnt; b0 += kCT) {
+        const uint32_t i = b0 + lane;
+        const uint64_t c = i < cnt ? specbuf[i] : 0;
+        g(c, i < cnt);
+      }
+    } else {
+      scan_share<U, Pf>(base, mis, n, qb, qe, [&](float v, int64_t i) {
+        const uint32_t key = float_key(v);
+        g(compose(key, i), key != 0u);
+      });
+    }
+  };
+  // Warp-aggregated append of c (where take) to buf[*count] (buf may be a peer's).
+  auto push = [&](uint64_t c, bool take, uint64_t* buf, uint32_t* count, uint32_t cap) {
+    const unsigned bal = __ballot_sync(0xffffffffu, take);
+    if (bal) {
+      const int first = __ffs(bal) - 1;
+      uint32_t pos0 = 0;
+      if (lane == first) pos0 = atomicAdd(count, static_cast<uint32_t>(__popc(bal)));
+      pos0 = __shfl_sync(0xffffffffu, pos0, first);
+      const uint32_t pos = pos0 + __popc(bal & ((1u << lane) - 1u));
+      if (take && pos < cap) buf[pos] = c;
+    }
+  };
+  bool spec_on = spec;
+  int pi = 0;
+  for (int it = 0;; ++pi, ++it) {
+    uint32_t* h = hist + (it & 1) * kBins;  // double-buffered: a peer may still read the other
+    const bool sample = pi == 0 && spec_on;
+    for (int b = tid; b < kBins; b += kCT) h[b] = 0;
+    if (sample)
+      for (int b = tid; b < kBins; b += kCT) hist[kBins + b] = 0;
+    __syncthreads();
+    const uint64_t prefix = st.prefix, mask = st.mask;
+    const int sh = digit_shift(pi);
+    const uint32_t dm = digit_mask(pi);
+    if (!sample) {
+      over_cols([&](uint64_t c, bool valid) {
+        if (valid && (c & mask) == prefix) atomicAdd(&h[static_cast<uint32_t>(c >> sh) & dm], 1u);
+      });
+    } else {
+      // Sample: one 16-byte block per thread, counted in the pass histogram and in hs.
+      uint32_t* hs = hist + kBins;  // pass 1's buffer, unused until then
+      const int64_t qs = min64(qe, qb + kCT);
+      scan_share<1, false>(base, mis, n, qb, qs, [&](float v, int64_t) {
+        const uint32_t key = float_key(v);
+        if (key == 0u) return;
+        atomicAdd(&h[key >> 20], 1u);
+        atomicAdd(&hs[key >> 20], 1u);
+      });
+      __syncthreads();
+      // Estimate: the highest digit with at least 2K/C * (sample / share) sample columns above.
+      const int64_t spos = 4 * (qs - qb), cpos = 4 * (qe - qb);
+      const uint32_t want = cpos > 0 ? static_cast<uint32_t>(max64(1, (2 * static_cast<int64_t>(k) * spos +
+                                                                         kClusterCtas * cpos - 1) /
+                                                                            (kClusterCtas * cpos)))
+                                     : 1u;
+      uint32_t local[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) local[j] = hs[4 * tid + j];
+      block_threshold(local, want, s_warp, &st);
+      if (tid == 0) st.spec_b = st.total >= want ? st.bin : 0u;
+      __syncthreads();
+      const uint32_t sb = st.spec_b;
+      scan_share<1, false>(base, mis, n, qb, qs, [&](float v, int64_t i) {
+        const uint32_t key = float_key(v);
+        push(compose(key, i), key != 0u && (key >> 20) >= sb, specbuf, &st.spec_count, kSpec);
+      });
+      // The rest of the share: digits >= sb are counted in their bins (and kept); the others
+      // only in bin 0, sparing the shared-memory atomics on the crowded low bins. The merged
+      // histogram is then exact at and above the largest sb of the cluster; a threshold below
+      // that redoes the first pass with full counts.
+      uint32_t below = 0;
+      scan_share<U, Pf>(base, mis, n, qs, qe, [&](float v, int64_t i) {
+        const uint32_t key = float_key(v);
+        const bool high = key != 0u && (key >> 20) >= sb;
+        if (high) atomicAdd(&h[key >> 20], 1u);
+        else below += key != 0u ? 1u : 0u;
+        push(compose(key, i), high, specbuf, &st.spec_count, kSpec);
+      });
+      below = __reduce_add_sync(0xffffffffu, below);
+      if (lane == 0 && below) atomicAdd(&h[0], below);
+    }
+    cluster.sync();
+    uint32_t local[4] = {0u, 0u, 0u, 0u};
+#pragma unroll
+    for (int r = 0; r < kClusterCtas; ++r) {
+      const uint4 t = *reinterpret_cast<const uint4*>(cluster.map_shared_rank(h, r) + 4 * tid);
+      local[0] += t.x;
+      local[1] += t.y;
+      local[2] += t.z;
+      local[3] += t.w;
+    }
+    uint32_t max_sb = 0;  // spec_b and spec_count of every CTA are final since cluster.sync
+    if (sample) {
+#pragma unroll
+      for (int r = 0; r < kClusterCtas; ++r) max_sb = max(max_sb, cluster.map_shared_rank(&st, r)->spec_b);
+    }
+    block_threshold(local, st.need, s_warp, &st);
+    const bool all = pi == 0 && st.total <= k;  // (the total is exact even with lumped counts)
+    const bool redo = sample && !all && st.bin < max_sb;
+    if (tid == 0) {
+      if (all) {  // at most K valid columns: take them all
+        st.done = 1;
+        st.cnt_ge = st.total;
+      } else if (!redo) {
+        advance_threshold(&st, pi, k);
+      }
+    }
+    __syncthreads();
+    if (sample) {
+      if (redo) {  // the threshold digit fell below an estimate: count the row again, in full
+        spec_on = false;
+        pi = -1;
+        continue;
+      }
+      // Every CTA reaches the same verdict from the same numbers.
+      const uint32_t need_b = st.mask == 0 ? 0u : static_cast<uint32_t>(st.prefix >> 52);
+      bool ok = true;
+#pragma unroll
+      for (int r = 0; r < kClusterCtas; ++r) {
+        const ClusterState* ps = cluster.map_shared_rank(&st, r);
+        ok = ok && ps->spec_count <= static_cast<uint32_t>(kSpec) && ps->spec_b <= need_b;
+      }
+      spec_ok = ok;
+    }
+    if (st.done || st.cnt_ge <= static_cast<uint32_t>(kCand) || pi >= 5) break;
+  }
+  const bool exact = st.done != 0;
+  {
+    // Gather every column with (c & mask) >= prefix into the leader's buffer (cnt_ge of them).
+    const uint64_t prefix = st.prefix, mask = st.mask;
+    uint64_t* rcand = cluster.map_shared_rank(cand, 0);
+    uint32_t* rcount = cluster.map_shared_rank(&st.count, 0);
+    over_cols([&](uint64_t c, bool valid) { push(c, valid && (c & mask) >= prefix, rcand, rcount, kCand); });
+  }
+  cluster.sync();  // the leader's buffer is complete; nobody touches a peer's memory after this
+  if (rank != 0) return;
+
+  // Phase 2, leader: finish the radix select on the buffer.
+  const uint32_t m = min(st.count, static_cast<uint32_t>(kCand));
+  while (!st.done && pi < 5) {
+    ++pi;
+    uint32_t* h = hist;
+    for (int b = tid; b < kBins; b += kCT) h[b] = 0;
+    __syncthreads();
+    const uint64_t prefix = st.prefix, mask = st.mask;
+    const int sh = digit_shift(pi);
+    const uint32_t dm = digit_mask(pi);
+    for (uint32_t i = tid; i < m; i += kCT) {
+      const uint64_t c = cand[i];
+      if ((c & mask) == prefix) atomicAdd(&h[static_cast<uint32_t>(c >> sh) & dm], 1u);
+    }
+    __syncthreads();
+    uint32_t local[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) local[j] = h[4 * tid + j];
+    block_threshold(local, st.need, s_warp, &st);
+    if (tid == 0) advance_threshold(&st, pi, k);
+    __syncthreads();
+  }
+  uint64_t* A = cand;
+  uint64_t* B = sbuf;
+  uint32_t tot = m;
+  if (!exact) {
+    // Compact exactly K winners into sbuf (warp-uniform loop for the aggregated atomic).
+    const uint64_t prefix = st.prefix, mask = st.mask;
+    for (uint32_t b0 = tid - lane; b0 < m; b0 += kCT) {
+      const uint32_t i = b0 + lane;
+      const uint64_t c = i < m ? cand[i] : 0;
+      const bool take = i < m && (c & mask) >= prefix;
+      const unsigned b = __ballot_sync(0xffffffffu, take);
+      if (b) {
+        const int first = __ffs(b) - 1;
+        uint32_t pos0 = 0;
+        if (lane == first) pos0 = atomicAdd(&st.count2, static_cast<uint32_t>(__popc(b)));
+        pos0 = __shfl_sync(0xffffffffu, pos0, first);
+        const uint32_t pos = pos0 + __popc(b & ((1u << lane) - 1u));
+        if (take && pos < static_cast<uint32_t>(kpow2)) sbuf[pos] = c;
+      }
+    }
+    __syncthreads();
+    A = sbuf;
+    B = cand;
+    tot = min(st.count2, k);
+  }
+  tot = min(tot, k);
+  int32_t* out_i = p.index + row * p.k;
+  float* out_s = p.score ? p.score + row * p.k : nullptr;
+  for (uint32_t t = tot + tid; t < k; t += kCT) {  // padding
+    out_i[t] = -1;
+    if (out_s) out_s[t] = -INFINITY;
+  }
+  if (tot == 0) return;
+
+  // Sort the tot winners in A (descending composite) and write them.
+  uint32_t* cnt = hist;           // per bucket: count, then insertion cursor
+  uint32_t* start = hist + kBins; // per bucket: first output slot
+  {
+    uint32_t kmn = 0xFFFFFFFFu, kmx = 0u;
+    for (uint32_t i = tid; i < tot; i += kCT) {
+      const uint32_t key = static_cast<uint32_t>(A[i] >> 32);
+      kmn = min(kmn, key);
+      kmx = max(kmx, key);
+    }
+    kmn = __reduce_min_sync(0xffffffffu, kmn);
+    kmx = __reduce_max_sync(0xffffffffu, kmx);
+    if (lane == 0) {
+      atomicMin(&st.kmin, kmn);
+      atomicMax(&st.kmax, kmx);
+    }
+    for (int b = tid; b < kBins; b += kCT) cnt[b] = 0;
+  }
+  __syncthreads();
+  const uint32_t kmin = st.kmin;
+  const uint32_t range = st.kmax - kmin;
+  int bs = 0;
+  while ((range >> bs) >= static_cast<uint32_t>(kBins)) ++bs;
+  auto bucket = [&](uint64_t c) {
+    return static_cast<uint32_t>(kBins - 1) - ((static_cast<uint32_t>(c >> 32) - kmin) >> bs);
+  };
+  for (uint32_t i = tid; i < tot; i += kCT) atomicAdd(&cnt[bucket(A[i])], 1u);
+  __syncthreads();
+  {
+    uint32_t c4[4], sum = 0, mx = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      c4[j] = cnt[4 * tid + j];
+      sum += c4[j];
+      mx = max(mx, c4[j]);
+    }
+    uint32_t s = block_excl_scan(sum, s_warp);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      start[4 * tid + j] = s;
+      cnt[4 * tid + j] = s;  // becomes the insertion cursor
+      s += c4[j];
+    }
+    mx = __reduce_max_sync(0xffffffffu, mx);
+    if (lane == 0) atomicMax(&st.maxb, mx);
+  }
+  __syncthreads();
+  if (st.maxb <= kMaxBucket) {
+    for (uint32_t i = tid; i < tot; i += kCT) {
+      const uint64_t c = A[i];
+      B[atomicAdd(&cnt[bucket(c)], 1u)] = c;
+    }
+    __syncthreads();
+    for (uint32_t i = tid; i < tot; i += kCT) {
+      const uint64_t c = B[i];
+      const uint32_t b = bucket(c);
+      const uint32_t s = start[b], e = b + 1 < static_cast<uint32_t>(kBins) ? start[b + 1] : tot;
+      uint32_t r = 0;
+      for (uint32_t j = s; j < e; ++j) r += B[j] > c;
+      write_one(p, row, lo, out_i, out_s, static_cast<int>(s + r), c);
+    }
+  } else {
+    // Large buckets (many equal or close scores): bitonic sort of kpow2 slots, descending.
+    for (int i = tid; i < kpow2; i += kCT) B[i] = static_cast<uint32_t>(i) < tot ? A[i] : 0;
+    __syncthreads();
+    for (int size = 2; size <= kpow2; size <<= 1) {
+      for (int stride = size >> 1; stride > 0; stride >>= 1) {
+        for (int i = tid; i < kpow2 / 2; i += kCT) {
+          const int a = 2 * i - (i & (stride - 1));
+          const int b = a + stride;
+          const bool desc = (a & size) == 0;
+          const uint64_t va = B[a], vb = B[b];
+          if ((va < vb) == desc) {
+            B[a] = vb;
+            B[b] = va;
+          }
+        }
+        __syncthreads();
+      }
+    }
+    for (uint32_t t = tid; t < tot; t += kCT) write_one(p, row, lo, out_i, out_s, static_cast<int>(t), B[t]);
+  }
+}
+
 }  // namespace detail
+
+namespace {
+template <int U, bool Pf>
+Status launch_cluster(const TopkParams& p, int kpow2, bool spec, size_t smem, unsigned grid,
+                      cudaStream_t stream) {
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      detail::topk_cluster_kernel<U, Pf>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(detail::kClusterSmemMax));
+  INDEXLAB_CUDA_CHECK(attr);
+  detail::topk_cluster_kernel<U, Pf><<<grid, detail::kCT, smem, stream>>>(p, kpow2, spec);
+  INDEXLAB_CUDA_CHECK(cudaGetLastError());
+  return Status::Ok();
+}
+}  // namespace
 
 Status launch_topk(const TopkParams& p) {
   if (p.k < 1 || p.k > kMaxTopK) return error("k = ", p.k, " is outside [1, ", kMaxTopK, "]");
@@ -179,12 +726,27 @@ Status launch_topk(const TopkParams& p) {
     return error("TopkParams: paged absolute mode needs next_n >= 1 and max_pages >= 1");
   int kpow2 = 1;
   while (kpow2 < p.k) kpow2 <<= 1;
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  // INDEXLAB_TOPK=legacy selects the single-CTA kernel (tests compare the two paths).
+  const char* path = std::getenv("INDEXLAB_TOPK");
+  const bool legacy = (path && std::strcmp(path, "legacy") == 0) ||
+                      p.rows > INT32_MAX / detail::kClusterCtas;
+  if (!legacy) {
+    // INDEXLAB_TOPK_SPEC=0 turns the speculative first-pass capture off (tests force the
+    // re-read path with it; the result is the same, only slower).
+    const char* sp = std::getenv("INDEXLAB_TOPK_SPEC");
+    const bool spec = !(sp && std::strcmp(sp, "0") == 0);
+    const size_t smem = size_t{2} * detail::kBins * 4 +
+                        static_cast<size_t>(detail::kCand + std::max(detail::kSpec, kpow2)) * 8;
+    const unsigned grid = static_cast<unsigned>(p.rows * detail::kClusterCtas);
+    // 4 loads a step, no prefetch: measured fastest of the variants tried (cuda/NOTES.md).
+    return launch_cluster<4, false>(p, kpow2, spec, smem, grid, stream);
+  }
   const size_t smem = static_cast<size_t>(kpow2) * 8;
   INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(detail::topk_kernel,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(smem)));
-  detail::topk_kernel<<<static_cast<unsigned>(p.rows), detail::kTopkThreads, smem,
-                        static_cast<cudaStream_t>(p.stream)>>>(p, kpow2);
+  detail::topk_kernel<<<static_cast<unsigned>(p.rows), detail::kTopkThreads, smem, stream>>>(p, kpow2);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
 }

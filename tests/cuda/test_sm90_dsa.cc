@@ -661,5 +661,134 @@ TEST(Sm90Topk, Adversarial) {
   check_topk(x, rows, cols, ks, ke, 16, false, "Topk_Adv_Empty");
 }
 
+// The default top-k is the two-CTA cluster kernel with the speculative first-pass capture;
+// INDEXLAB_TOPK=legacy selects the one-CTA kernel and INDEXLAB_TOPK_SPEC=0 turns the capture off
+// (every later pass re-reads the row). All must give the canonical selection.
+struct EnvVar {
+  EnvVar(const char* name, const char* v) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (v) setenv(name, v, 1);
+    else unsetenv(name);
+  }
+  ~EnvVar() {
+    if (had_) setenv(name_, old_.c_str(), 1);
+    else unsetenv(name_);
+  }
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+struct TopkPath {
+  explicit TopkPath(const std::string& tag)
+      : legacy("INDEXLAB_TOPK", tag == "legacy" ? "legacy" : nullptr),
+        spec("INDEXLAB_TOPK_SPEC", tag == "nospec" ? "0" : nullptr) {}
+  EnvVar legacy, spec;
+};
+const char* const kTopkPaths[] = {"cluster", "nospec", "legacy"};
+
+TEST(Sm90Topk, ShortAndMisalignedRowsBothPaths) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(seed_for("topkshort"));
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t cols = 4099;  // odd: rows start at every 4-byte offset mod 16
+  const int64_t rows = 24;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = nd(rng);
+  for (int t = 0; t < 300; ++t) x[rng() % x.size()] = (t & 1) ? NAN : -INFINITY;
+  std::vector<int32_t> ks(rows), ke(rows);
+  const int lens[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 17, 100, 1000, 2047, 2048, 2049, 4000};
+  for (int64_t r = 0; r < rows; ++r) {
+    const int len = lens[r % (sizeof(lens) / sizeof(lens[0]))];
+    ks[r] = static_cast<int32_t>(r % 5);
+    ke[r] = static_cast<int32_t>(std::min<int64_t>(cols, ks[r] + len));
+  }
+  for (const std::string tag : kTopkPaths) {
+    TopkPath tp(tag);
+    for (int k : {1, 3, 16, 2048}) {
+      check_topk(x, rows, cols, ks, ke, k, false, "Topk_Short_" + tag + "_K" + std::to_string(k));
+      check_topk(x, rows, cols, ks, ke, k, true, "Topk_Short_Abs_" + tag + "_K" + std::to_string(k));
+    }
+    check_topk(x, rows, cols, {}, {}, 8192, false, "Topk_Full_" + tag + "_K8192");
+  }
+}
+
+TEST(Sm90Topk, BenchmarkShapeUniform) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(seed_for("topkuniform"));
+  std::uniform_real_distribution<float> ud(-2.0f, 2.0f);
+  const int64_t rows = 6, cols = 131072;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = ud(rng);
+  for (const std::string tag : kTopkPaths) {
+    TopkPath tp(tag);
+    for (int k : {2048, 8192}) check_topk(x, rows, cols, {}, {}, k, false, "Topk_Uniform_" + tag + "_K" + std::to_string(k));
+  }
+}
+
+// More than the leader's candidate buffer (12288) tie at the threshold digit: the cluster
+// kernel must take further 12-bit passes, never drop any. Rows 0 and 1 also overflow the
+// per-CTA speculative buffers (8192), so those passes re-read the row; row 3's ~13900 ties fit
+// them, so its passes run on the spec buffers.
+TEST(Sm90Topk, OverflowTiesAtThreshold) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(seed_for("topkoverflow"));
+  std::uniform_real_distribution<float> below(-1.0f, 0.99f);
+  std::uniform_real_distribution<float> narrow(1.0f, 1.124f);  // one 12-bit digit: [1, 1.125)
+  const int64_t rows = 4, cols = 131072 + 3;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = below(rng);
+  for (int t = 0; t < 20000; ++t) x[0 * cols + rng() % cols] = 1.0f;       // 20000 equal scores
+  for (int t = 0; t < 30000; ++t) x[1 * cols + rng() % cols] = narrow(rng);  // 30000 in one digit
+  for (int64_t j = 0; j < cols; ++j) x[2 * cols + j] = (j % 3 == 0) ? -0.0f : 0.0f;  // all +-0
+  for (int t = 0; t < 15000; ++t) x[3 * cols + rng() % cols] = (t & 1) ? 2.0f : 2.0f + 1e-6f;
+  for (const std::string tag : {"cluster", "nospec"}) {
+    TopkPath tp(tag);
+    for (int k : {1, 2048, 8192}) {
+      check_topk(x, rows, cols, {}, {}, k, false, "Topk_Overflow_" + tag + "_K" + std::to_string(k));
+      check_topk(x, rows, cols, {3, 1, 0, 2}, {static_cast<int32_t>(cols), 100001, 131072, 77777}, k, true,
+                 "Topk_Overflow_Ranges_" + tag + "_K" + std::to_string(k));
+    }
+  }
+}
+
+// The first pass estimates its threshold digit from a sample (the first 4096 columns of each
+// CTA's half); here the samples hold large values that are too few for K, so the real threshold
+// lies below the estimate and the first pass must be redone with full counts.
+TEST(Sm90Topk, SampleMisleadsEstimate) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(seed_for("topksample"));
+  std::uniform_real_distribution<float> ud(0.0f, 1.0f);
+  const int64_t rows = 3, cols = 131072;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = ud(rng);
+  for (int j = 0; j < 200; ++j) x[0 * cols + j] = 100.0f + j;                // CTA 0's sample
+  for (int j = 0; j < 300; ++j) x[1 * cols + cols / 2 + j] = 50.0f - j * 0.01f;  // CTA 1's sample
+  for (int j = 0; j < 4096; ++j) x[2 * cols + j] = 7.0f;                    // sample all equal
+  for (const std::string tag : {"cluster", "nospec"}) {
+    TopkPath tp(tag);
+    for (int k : {100, 2048, 8192})
+      check_topk(x, rows, cols, {}, {}, k, false, "Topk_Sample_" + tag + "_K" + std::to_string(k));
+  }
+}
+
+TEST(Sm90Topk, RerunsBitwiseIdentical) {
+  SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(seed_for("topkrerun"));
+  const int64_t rows = 8, cols = 70001;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = static_cast<float>(rng() % 64) * 0.125f;  // heavy ties
+  std::vector<int32_t> i0, i1;
+  std::vector<float> s0, s1;
+  ASSERT_TRUE(cuda::topk_rows(x, rows, cols, {}, {}, 2048, ref::IndexBase::kRelative, &i0, &s0).ok());
+  for (int rep = 0; rep < 5; ++rep) {
+    ASSERT_TRUE(cuda::topk_rows(x, rows, cols, {}, {}, 2048, ref::IndexBase::kRelative, &i1, &s1).ok());
+    ASSERT_EQ(i0, i1) << "rerun " << rep;
+    ASSERT_EQ(0, std::memcmp(s0.data(), s1.data(), s0.size() * 4)) << "rerun " << rep;
+  }
+  check_topk(x, rows, cols, {}, {}, 2048, false, "Topk_Rerun_Ties");
+}
+
 }  // namespace
 }  // namespace indexlab
