@@ -83,11 +83,6 @@ uint8_t float_to_e4m3_nonsat(float x) {
   return sign | round_magnitude_to_e4m3(a);
 }
 
-bool is_e4m3_value(float x) {
-  if (!std::isfinite(x)) return false;
-  return bits_of(e4m3_to_float(float_to_e4m3_satfinite(x))) == bits_of(x);
-}
-
 float bf16_to_float(uint16_t bits) { return float_of(static_cast<uint32_t>(bits) << 16); }
 
 uint16_t float_to_bf16(float x) {
@@ -95,8 +90,6 @@ uint16_t float_to_bf16(float x) {
   if ((u & kAbsMask) > kInfBits) return static_cast<uint16_t>(((u >> 16) & 0x8000u) | 0x7FC0u);
   return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
 }
-
-bool is_bf16_value(float x) { return !std::isnan(x) && (bits_of(x) & 0xFFFFu) == 0; }
 
 float ue8m0_from_bits(float s) {
   const uint32_t u = bits_of(s);

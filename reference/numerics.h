@@ -1,6 +1,8 @@
 /// Number formats of the contract (SPEC section 7): e4m3fn, bf16 and UE8M0, bit-exact on the host.
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 
 namespace indexlab::ref {
 
@@ -15,8 +17,18 @@ uint8_t float_to_e4m3_satfinite(float x);
 /// midpoint of 448 and 480 and ties to 448, the even code), but |x| > 464 and +-inf become NaN
 /// (0x7F with the sign of x, i.e. 0xFF for negatives; CUDA's __NV_NOSAT gives 0x7F for both).
 uint8_t float_to_e4m3_nonsat(float x);
-/// True when x is exactly an e4m3fn value (finite; +-0 included).
-bool is_e4m3_value(float x);
+/// True when x is exactly an e4m3fn value (finite; +-0 included). Inline: validation runs it on
+/// every key element.
+inline bool is_e4m3_value(float x) {
+  // Normal e4m3 values in [2^-6, 448] have 3 mantissa bits; subnormals are multiples of 2^-9.
+  const float a = std::fabs(x);
+  if (!(a <= 448.0f)) return false;  // NaN, inf, out of range
+  uint32_t u;
+  std::memcpy(&u, &a, sizeof u);
+  if (a >= 0x1p-6f) return (u & 0xFFFFFu) == 0;
+  const float m = a * 512.0f;  // exact: a power-of-two scaling of a small number
+  return m == std::floor(m);
+}
 /// Rounds x to the nearest e4m3 value with the satfinite rule and decodes it.
 inline float round_to_e4m3(float x) { return e4m3_to_float(float_to_e4m3_satfinite(x)); }
 
@@ -29,7 +41,11 @@ float bf16_to_float(uint16_t bits);
 /// 0x7FFF for every NaN, verified on an H100 over all 2^32 inputs: only NaNs differ).
 uint16_t float_to_bf16(float x);
 inline float round_to_bf16(float x) { return bf16_to_float(float_to_bf16(x)); }
-bool is_bf16_value(float x);
+inline bool is_bf16_value(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return x == x && (u & 0xFFFFu) == 0;
+}
 
 // ---- UE8M0 scales (powers of two) -------------------------------------------------------------
 

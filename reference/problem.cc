@@ -38,29 +38,33 @@ bool representable(float x, Precision p) {
   return false;
 }
 
-/// Checks finiteness (unless allowed) and representability of a value tensor.
+/// "i,h,d" (dim1 > 1) or "j,d" for flat element t of a [*, dim1, dim2] tensor.
+std::string index_text(size_t t, int64_t dim1, int64_t dim2) {
+  const int64_t u = static_cast<int64_t>(t);
+  std::ostringstream os;
+  if (dim1 == 1) os << u / dim2 << "," << u % dim2;
+  else os << u / (dim1 * dim2) << "," << (u / dim2) % dim1 << "," << u % dim2;
+  return os.str();
+}
+
+/// Checks finiteness (unless allowed) and representability of a value tensor. A fast scan runs
+/// first; the message is built only for the first bad element.
 Status check_values(const char* field, const std::vector<float>& v, Precision p, int64_t dim1,
                     int64_t dim2, bool allow_nonfinite) {
-  for (size_t t = 0; t < v.size(); ++t) {
-    const float x = v[t];
-    const bool finite = std::isfinite(x);
-    if (!finite && !allow_nonfinite) {
-      int64_t a = static_cast<int64_t>(t) / (dim1 * dim2), b = (static_cast<int64_t>(t) / dim2) % dim1,
-              c = static_cast<int64_t>(t) % dim2;
-      std::ostringstream idx;
-      if (dim1 == 1) idx << a << "," << c; else idx << a << "," << b << "," << c;
-      return error(field, "[", idx.str(), "] = ", x, " is not finite (set allow_nonfinite to opt out)");
-    }
-    if (!representable(x, p) && !(std::isinf(x) && p == Precision::kBf16)) {
-      int64_t a = static_cast<int64_t>(t) / (dim1 * dim2), b = (static_cast<int64_t>(t) / dim2) % dim1,
-              c = static_cast<int64_t>(t) % dim2;
-      std::ostringstream idx;
-      if (dim1 == 1) idx << a << "," << c; else idx << a << "," << b << "," << c;
-      return error(field, "[", idx.str(), "] = ", x, " is not a ", precision_name(p),
-                   " value (quantize the inputs first, e.g. with quantize_inputs)");
-    }
+  auto ok = [&](float x) {
+    if (!std::isfinite(x)) return allow_nonfinite && (p != Precision::kFp8 || x != x);
+    return representable(x, p);
+  };
+  size_t t = 0;
+  while (t < v.size() && ok(v[t])) ++t;
+  if (t == v.size()) return Status::Ok();
+  const float x = v[t];
+  if (!std::isfinite(x) && !allow_nonfinite) {
+    return error(field, "[", index_text(t, dim1, dim2), "] = ", x,
+                 " is not finite (set allow_nonfinite to opt out)");
   }
-  return Status::Ok();
+  return error(field, "[", index_text(t, dim1, dim2), "] = ", x, " is not a ", precision_name(p),
+               " value (quantize the inputs first, e.g. with quantize_inputs)");
 }
 
 Status check_scales(const char* field, const std::vector<float>& v) {

@@ -13,7 +13,7 @@ namespace {
 using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ColMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
 constexpr double kU = 0x1p-53;    // unit roundoff of fp64
-constexpr int64_t kKeyChunk = 256;
+constexpr int64_t kKeyChunk = 512;
 
 inline double relu(double x) { return x > 0.0 ? x : (x == x ? 0.0 : x); }
 

@@ -380,3 +380,36 @@ TEST(Numerics, NextUpNextDown) {
 
 }  // namespace
 }  // namespace indexlab::ref
+
+namespace indexlab::ref {
+namespace {
+
+// is_e4m3_value is a fast bit test; it must agree with the round-trip definition everywhere.
+TEST(Numerics, IsE4m3ValueMatchesRoundTripOnADenseSweep) {
+  auto slow = [](float x) {
+    if (!std::isfinite(x)) return false;
+    const float y = e4m3_to_float(float_to_e4m3_satfinite(x));
+    uint32_t a, b;
+    std::memcpy(&a, &x, 4);
+    std::memcpy(&b, &y, 4);
+    return a == b;
+  };
+  int64_t agree = 0;
+  for (uint64_t u = 0; u <= 0xFFFFFFFFull; u += 997) {
+    const uint32_t bits = static_cast<uint32_t>(u);
+    float x;
+    std::memcpy(&x, &bits, 4);
+    ASSERT_EQ(is_e4m3_value(x), slow(x)) << std::hexfloat << x;
+    ++agree;
+  }
+  for (int c = 0; c < 256; ++c) {
+    const float v = e4m3_to_float(static_cast<uint8_t>(c));
+    for (float x : {v, std::nextafter(v, 1e9f), std::nextafter(v, -1e9f), v * 0.5f, v * 1.5f}) {
+      ASSERT_EQ(is_e4m3_value(x), slow(x)) << std::hexfloat << x;
+    }
+  }
+  EXPECT_GT(agree, 4000000);
+}
+
+}  // namespace
+}  // namespace indexlab::ref
