@@ -17,7 +17,7 @@ for arg in "$@"; do
 done
 
 packages=(cmake ninja-build g++ libeigen3-dev libgtest-dev libbenchmark-dev libcli11-dev
-          nlohmann-json3-dev zlib1g-dev librapidcheck-dev clang libclang-rt-14-dev python3-numpy)
+          nlohmann-json3-dev zlib1g-dev clang libclang-rt-14-dev python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
