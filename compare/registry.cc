@@ -41,6 +41,27 @@ std::vector<std::string> Registry::names() const {
   return v;
 }
 
+namespace {
+
+/// What the sm90 DSA kernels (and their emulation) handle: fp8 DSA, the head counts, dims and K
+/// of cuda::can_implement, and 64-token pages.
+bool sm90_dsa_supports(const Problem& p, std::string* why) {
+  Status st = Status::Ok();
+  if (p.path != ref::Path::kDsa) {
+    st = error("computes dsa only");
+  } else if (p.precision() != ref::Precision::kFp8) {
+    st = error("fp8 only");
+  } else if (p.paged && p.paged_in.page_tokens != 64) {
+    st = error("page_tokens = ", p.paged_in.page_tokens, " is not supported (need 64)");
+  } else {
+    st = cuda::can_implement(p.h(), p.d(), p.k());
+  }
+  if (!st.ok() && why) *why = st.message();
+  return st.ok();
+}
+
+}  // namespace
+
 void register_builtin(Registry* r) {
   for (ref::Path path : {ref::Path::kDsa, ref::Path::kHisa, ref::Path::kMisa, ref::Path::kMisaDagger}) {
     const std::string name = std::string("ref.") + ref::path_name(path);
@@ -70,15 +91,7 @@ void register_builtin(Registry* r) {
     c.name = "emu.sm90_dsa";
     c.description = "CPU emulation of cuda.dsa's fp8 arithmetic (measured wgmma model, kernel epilogue order)";
     c.tolerance = "tensor_core";
-    c.supports = [](const Problem& p, std::string* why) {
-      if (p.path != ref::Path::kDsa || p.precision() != ref::Precision::kFp8) {
-        if (why) *why = "fp8 dsa only";
-        return false;
-      }
-      Status st = cuda::can_implement(p.h(), p.d(), p.k());
-      if (!st.ok() && why) *why = st.message();
-      return st.ok();
-    };
+    c.supports = sm90_dsa_supports;
     c.run = [](const Problem& p, CandidateOutput* out) {
       FlatView fv;
       INDEXLAB_RETURN_IF_ERROR(flat_view(p, &fv));
@@ -121,19 +134,7 @@ void register_builtin(Registry* r) {
     c.description = "Hopper fp8 DSA: wgmma logits and deterministic radix top-k (flat and paged)";
     c.needs_gpu = true;
     c.tolerance = "tensor_core";
-    c.supports = [](const Problem& p, std::string* why) {
-      if (p.path != ref::Path::kDsa) {
-        if (why) *why = "computes dsa only";
-        return false;
-      }
-      if (p.precision() != ref::Precision::kFp8) {
-        if (why) *why = "fp8 only";
-        return false;
-      }
-      Status st = cuda::can_implement(p.h(), p.d(), p.k());
-      if (!st.ok() && why) *why = st.message();
-      return st.ok();
-    };
+    c.supports = sm90_dsa_supports;
     c.run = [](const Problem& p, CandidateOutput* out) {
       std::string why;
       if (!cuda::device_available(&why)) return error("no usable GPU: ", why);

@@ -508,3 +508,40 @@ TEST(BrokenCandidate, WrongShapeIsACleanError) {
 
 }  // namespace
 }  // namespace indexlab::compare
+
+namespace indexlab::compare {
+namespace {
+
+// Regression (found fuzzing cuda.dsa on an H100): the sm90 candidates claimed paged problems with
+// pages of other than 64 tokens and then failed on them, instead of declining with a reason.
+TEST(Registry, Sm90CandidatesDeclineUnsupportedProblemsWithAReason) {
+  Registry reg;
+  register_builtin(&reg);
+  const Candidate* emu = reg.find("emu.sm90_dsa");
+  ASSERT_NE(emu, nullptr);
+  std::mt19937_64 rng(testing::test_seed() + 77);
+  Problem p;
+  p.flat = testing::random_inputs(rng, ref::Precision::kFp8, 4, 200, 8, 64, 16);
+  std::string why;
+  EXPECT_TRUE(emu->supports(p, &why)) << why;
+  ASSERT_TRUE(to_paged(p.flat, 2, 5, &p.paged_in).ok());
+  p.paged = true;
+  EXPECT_TRUE(emu->supports(p, &why)) << why;
+  p.paged_in.page_tokens = 16;
+  EXPECT_FALSE(emu->supports(p, &why));
+  EXPECT_NE(why.find("page_tokens = 16"), std::string::npos) << why;
+  p.paged = false;
+  p.flat.shape.h = 12;
+  EXPECT_FALSE(emu->supports(p, &why));
+  EXPECT_NE(why.find("h = 12"), std::string::npos) << why;
+  p.flat.shape.h = 8;
+  p.path = ref::Path::kHisa;
+  EXPECT_FALSE(emu->supports(p, &why));
+  Problem b;
+  b.flat = testing::random_inputs(rng, ref::Precision::kBf16, 4, 200, 8, 64, 16);
+  EXPECT_FALSE(emu->supports(b, &why));
+  EXPECT_NE(why.find("fp8 only"), std::string::npos) << why;
+}
+
+}  // namespace
+}  // namespace indexlab::compare
