@@ -32,6 +32,26 @@ __device__ __forceinline__ float key_float(uint32_t k) {
 // on the score resolve to the lower index. A radix select (8 bits a pass, re-reading the row from
 // global memory, so no candidate buffer can overflow) finds the prefix P of the K-th largest
 // composite; exactly K columns have (composite & M) >= P and are gathered, then sorted.
+/// Block-wide bitonic sort of buf[0, n) in descending order (n a power of two); every thread of
+/// the block calls it, nthreads of them stride over the pairs.
+__device__ void bitonic_sort_desc(uint64_t* buf, int n, int tid, int nthreads) {
+  for (int size = 2; size <= n; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int i = tid; i < n / 2; i += nthreads) {
+        const int a = 2 * i - (i & (stride - 1));
+        const int b = a + stride;
+        const bool desc = (a & size) == 0;
+        const uint64_t va = buf[a], vb = buf[b];
+        if ((va < vb) == desc) {
+          buf[a] = vb;
+          buf[b] = va;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, int kpow2) {
   extern __shared__ __align__(16) uint64_t buf[];  // [kpow2]
   __shared__ uint32_t hist[256];
@@ -128,22 +148,7 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, 
     }
   }
   __syncthreads();
-  // Bitonic sort, descending.
-  for (int size = 2; size <= kpow2; size <<= 1) {
-    for (int stride = size >> 1; stride > 0; stride >>= 1) {
-      for (int i = tid; i < kpow2 / 2; i += kTopkThreads) {
-        const int a = 2 * i - (i & (stride - 1));
-        const int b = a + stride;
-        const bool desc = (a & size) == 0;
-        const uint64_t va = buf[a], vb = buf[b];
-        if ((va < vb) == desc) {
-          buf[a] = vb;
-          buf[b] = va;
-        }
-      }
-      __syncthreads();
-    }
-  }
+  bitonic_sort_desc(buf, kpow2, tid, kTopkThreads);
   const uint32_t total = min(s_count, static_cast<uint32_t>(k));
   int32_t* out_i = p.index + row * k;
   float* out_s = p.score ? p.score + row * k : nullptr;
@@ -679,21 +684,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
     // Large buckets (many equal or close scores): bitonic sort of kpow2 slots, descending.
     for (int i = tid; i < kpow2; i += kCT) B[i] = static_cast<uint32_t>(i) < tot ? A[i] : 0;
     __syncthreads();
-    for (int size = 2; size <= kpow2; size <<= 1) {
-      for (int stride = size >> 1; stride > 0; stride >>= 1) {
-        for (int i = tid; i < kpow2 / 2; i += kCT) {
-          const int a = 2 * i - (i & (stride - 1));
-          const int b = a + stride;
-          const bool desc = (a & size) == 0;
-          const uint64_t va = B[a], vb = B[b];
-          if ((va < vb) == desc) {
-            B[a] = vb;
-            B[b] = va;
-          }
-        }
-        __syncthreads();
-      }
-    }
+    bitonic_sort_desc(B, kpow2, tid, kCT);
     for (uint32_t t = tid; t < tot; t += kCT) write_one(p, row, lo, out_i, out_s, static_cast<int>(t), B[t]);
   }
 }
