@@ -72,6 +72,8 @@ BENCHMARK(BM_CudaPrefillCausal)
     ->Args({8192, 0})
     ->Args({32768, 1})
     ->Args({32768, 0})
+    ->Args({65536, 1})  // 16 GiB of materialized logits; 128K (64 GiB) does not fit this workload
+    ->Args({65536, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.5);
