@@ -51,7 +51,11 @@ int run_bench(const BenchArgs& a) {
     return kExitError;
   }
   compare::FlatView fv;
-  compare::flat_view(p, &fv);
+  st = compare::flat_view(p, &fv);
+  if (!st.ok()) {
+    std::fprintf(stderr, "indexlab: error: %s\n", st.message().c_str());
+    return kExitError;
+  }
   double pairs = 0;
   for (int64_t i = 0; i < fv.in.shape.nq; ++i) pairs += fv.in.ke[i] - fv.in.ks[i];
   std::vector<double> ms;

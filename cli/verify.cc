@@ -107,8 +107,10 @@ int verify_default(const VerifyArgs& a) {
     for (const std::string& kind : kinds) {
       for (bool paged : {false, true}) {
         for (ref::Precision prec : {ref::Precision::kFp8, ref::Precision::kBf16, ref::Precision::kFp32}) {
+          // Built-in names end in the path they compute (ref.hisa, cuda.dsa); any other name is
+          // offered DSA problems, and its `supports` decides.
           ref::Path path = ref::Path::kDsa;
-          ref::parse_path(c->name.substr(c->name.find('.') + 1), &path);
+          if (!ref::parse_path(c->name.substr(c->name.find('.') + 1), &path).ok()) path = ref::Path::kDsa;
           WorkloadArgs wa = a.wl;
           wa.paged = paged;
           Problem p;
