@@ -80,7 +80,7 @@ int run_bench(const BenchArgs& a) {
               << "\n";
   } else {
     std::printf("%s on %s (%s %s, %lld rows, %.0f unmasked pairs): median %.3f ms (min %.3f, max %.3f) over %zu "
-                "runs, wall clock including host copies; %.2f DSA-equivalent GFLOP/s\n",
+                "runs (wall clock of the whole candidate call, host copies included); %.2f DSA-equivalent GFLOP/s\n",
                 c->name.c_str(), p.name.c_str(), ref::path_name(path), ref::precision_name(prec),
                 (long long)p.rows(), pairs, med, ms.front(), ms.back(), ms.size(), gflops);
   }
