@@ -29,39 +29,24 @@ class ExactSum {
   /// The exact sum rounded once to fp32.
   float round_to_float() const {
     if (parts_.empty()) return 0.0f;
-    // Components are non-overlapping and increasing in magnitude. Summing from the smallest
-    // gives hi = fl64(sum) with the remainder's sign available exactly.
-    std::vector<double> p = parts_;
+    // Fold the components into hi with error-free TwoSums; the errors form the exact residual
+    // (sum - hi) as an expansion. Repeat until hi settles: then hi = fl64(sum) within half a
+    // double ulp, and the residual's sign is exact.
     double hi = 0.0;
-    std::vector<double> rest;  // exact residual sum - hi as an expansion
-    {
-      // Compute hi by summing all parts in increasing magnitude, tracking errors exactly.
-      ExactSum residual;
-      double acc = 0.0;
-      for (double v : p) {
-        const double s = acc + v;
-        const double bv = s - acc;
-        const double err = (acc - (s - bv)) + (v - bv);
-        residual.add(err);
-        acc = s;
-      }
-      hi = acc;
-      rest = residual.parts_;
-    }
-    // Renormalise: fold the residual into hi until it no longer changes hi.
+    std::vector<double> rest = parts_;
     for (int iter = 0; iter < 8; ++iter) {
-      ExactSum r2;
+      ExactSum residual;
       double acc = hi;
       for (double v : rest) {
         const double s = acc + v;
         const double bv = s - acc;
-        const double err = (acc - (s - bv)) + (v - bv);
-        r2.add(err);
+        residual.add((acc - (s - bv)) + (v - bv));
         acc = s;
       }
-      if (acc == hi) break;
+      const bool settled = iter > 0 && acc == hi;
       hi = acc;
-      rest = r2.parts_;
+      rest = std::move(residual.parts_);
+      if (settled) break;
     }
     const float f = static_cast<float>(hi);
     // hi is within half a double ulp of the exact sum; double rounding can only go wrong when

@@ -50,8 +50,6 @@ class RowScorer {
   void score_keys(int64_t i, const int32_t* keys, int64_t j0, int64_t n, const int* heads,
                   int nheads, std::vector<Scored>* out);
   const Inputs& in_;
-  std::vector<double> qbuf_, kbuf_, pbuf_;
-  std::vector<double> knorm_;  // per key L2 norm (bf16 / fp32 dot bounds); empty for fp8
 };
 
 /// Dense multi-query scoring for DSA: the same numbers as RowScorer, tiled across queries so the
