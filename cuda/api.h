@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "reference/problem.h"
@@ -117,6 +118,8 @@ class Workload {
   virtual Status run(float* ms) = 0;
   double flops = 0;   // useful floating-point operations of one run (unmasked pairs * 2*H*D)
   double bytes = 0;   // minimal device-memory bytes of one run
+  /// Per-stage device times of the last run() (name, ms), for workloads with several kernels.
+  std::vector<std::pair<std::string, float>> stages;
 };
 /// Causal single-sequence prefill of s tokens: logits + top-k (logits_only: the logits kernel).
 Status make_prefill_workload(int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,

@@ -1,5 +1,6 @@
 /// Host fallbacks used when indexlab is built without nvcc: every entry point reports so.
 #include "cuda/api.h"
+#include "cuda/sparse.h"
 
 namespace indexlab::cuda {
 namespace {
@@ -38,5 +39,19 @@ Status make_topk_workload(int64_t, int64_t, int, uint64_t, std::unique_ptr<Workl
 }
 Status make_copy_workload(int64_t, std::unique_ptr<Workload>*) { return no_cuda(); }
 Status make_wgmma_peak_workload(std::unique_ptr<Workload>*) { return no_cuda(); }
+
+// sparse.h (HISA, MISA, MISA-dagger)
+Status hisa_fp8(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status hisa_paged_fp8(const ref::PagedInputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status misa_fp8(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status misa_paged_fp8(const ref::PagedInputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status misa_dagger_fp8(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status misa_dagger_paged_fp8(const ref::PagedInputs&, const ref::Options&, ref::Result*) {
+  return no_cuda();
+}
+Status launch_pool_fp8(const PoolParams&) { return no_cuda(); }
+Status launch_gather_logits_fp8(const GatherLogitsParams&) { return no_cuda(); }
+Status launch_remap_indices(const RemapParams&) { return no_cuda(); }
+Status make_sparse_workload(const SparseBenchSpec&, std::unique_ptr<Workload>*) { return no_cuda(); }
 
 }  // namespace indexlab::cuda
