@@ -52,6 +52,24 @@ __device__ void bitonic_sort_desc(uint64_t* buf, int n, int tid, int nthreads) {
   }
 }
 
+// Writes winner t of a row: composite c -> index (relative, absolute, or paged absolute) and score.
+__device__ __forceinline__ void write_one(const TopkParams& p, int64_t row, int64_t lo, int32_t* out_i,
+                                          float* out_s, int t, uint64_t c) {
+  const int64_t rel = 0xFFFFFFFFu - static_cast<uint32_t>(c & 0xFFFFFFFFu);
+  int32_t idx;
+  if (!p.absolute) {
+    idx = static_cast<int32_t>(rel);
+  } else if (!p.block_table) {
+    idx = static_cast<int32_t>(lo + rel);
+  } else {
+    const int64_t j = lo + rel;
+    const int64_t seq = row / p.next_n;
+    idx = p.block_table[seq * p.max_pages + j / 64] * 64 + static_cast<int32_t>(j % 64);
+  }
+  out_i[t] = idx;
+  if (out_s) out_s[t] = key_float(static_cast<uint32_t>(c >> 32));
+}
+
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, int kpow2) {
   extern __shared__ __align__(16) uint64_t buf[];  // [kpow2]
   __shared__ uint32_t hist[256];
@@ -153,24 +171,12 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, 
   int32_t* out_i = p.index + row * k;
   float* out_s = p.score ? p.score + row * k : nullptr;
   for (int t = tid; t < k; t += kTopkThreads) {
-    int32_t idx = -1;
-    float sc = -INFINITY;
     if (static_cast<uint32_t>(t) < total) {
-      const uint64_t c = buf[t];
-      const int64_t rel = 0xFFFFFFFFu - static_cast<uint32_t>(c & 0xFFFFFFFFu);
-      sc = key_float(static_cast<uint32_t>(c >> 32));
-      if (!p.absolute) {
-        idx = static_cast<int32_t>(rel);
-      } else if (!p.block_table) {
-        idx = static_cast<int32_t>(lo + rel);
-      } else {
-        const int64_t j = lo + rel;
-        const int64_t seq = row / p.next_n;
-        idx = p.block_table[seq * p.max_pages + j / 64] * 64 + static_cast<int32_t>(j % 64);
-      }
+      write_one(p, row, lo, out_i, out_s, t, buf[t]);
+    } else {
+      out_i[t] = -1;
+      if (out_s) out_s[t] = -INFINITY;
     }
-    out_i[t] = idx;
-    if (out_s) out_s[t] = sc;
   }
 }
 
@@ -354,22 +360,6 @@ __device__ __forceinline__ void scan_share(const float* base, int mis, int64_t n
   }
 }
 
-__device__ __forceinline__ void write_one(const TopkParams& p, int64_t row, int64_t lo, int32_t* out_i,
-                                          float* out_s, int t, uint64_t c) {
-  const int64_t rel = 0xFFFFFFFFu - static_cast<uint32_t>(c & 0xFFFFFFFFu);
-  int32_t idx;
-  if (!p.absolute) {
-    idx = static_cast<int32_t>(rel);
-  } else if (!p.block_table) {
-    idx = static_cast<int32_t>(lo + rel);
-  } else {
-    const int64_t j = lo + rel;
-    const int64_t seq = row / p.next_n;
-    idx = p.block_table[seq * p.max_pages + j / 64] * 64 + static_cast<int32_t>(j % 64);
-  }
-  out_i[t] = idx;
-  if (out_s) out_s[t] = key_float(static_cast<uint32_t>(c >> 32));
-}
 
 template <int U, bool Pf>
 __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
