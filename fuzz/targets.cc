@@ -76,6 +76,13 @@ Target hisa_few_blocks() {
   return t;
 }
 
+/// own_key routing is defined for paged problems with next_n = 1 only: elsewhere a routed
+/// identity falls back to pooled routing.
+void keep_routing_legal(Problem* m) {
+  if (m->paged && m->paged_in.next_n != 1 && m->options.routing == ref::Routing::kOwnKey)
+    m->options.routing = ref::Routing::kPooled;
+}
+
 /// MISA with h = H equals DSA (SPEC 5.7).
 Target misa_all_heads() {
   Target t = identity_base("identity.misa_all_heads", "MISA with every head active against DSA");
@@ -83,8 +90,7 @@ Target misa_all_heads() {
     Problem m = p;
     m.path = ref::Path::kMisa;
     m.options.misa_heads = p.h();
-    if (p.paged && p.paged_in.next_n != 1 && m.options.routing == ref::Routing::kOwnKey)
-      m.options.routing = ref::Routing::kPooled;
+    keep_routing_legal(&m);
     return reference_output(m, out);
   };
   return t;
@@ -100,8 +106,7 @@ Target dagger_large_k1() {
     m.path = ref::Path::kMisaDagger;
     m.options.dagger_k1 = std::max<int64_t>(p.k(), len) + len % 3;
     m.options.misa_heads = std::clamp(m.options.misa_heads, 1, p.h());
-    if (p.paged && p.paged_in.next_n != 1 && m.options.routing == ref::Routing::kOwnKey)
-      m.options.routing = ref::Routing::kPooled;
+    keep_routing_legal(&m);
     return reference_output(m, out);
   };
   return t;
