@@ -486,13 +486,20 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
       // only in bin 0, sparing the shared-memory atomics on the crowded low bins. The merged
       // histogram is then exact at and above the largest sb of the cluster; a threshold below
       // that redoes the first pass with full counts.
+      // Most columns are below the estimate, so the common case is a key, one compare and a
+      // register count; the few high columns append themselves with one shared atomic each (no
+      // warp vote per column; the buffer's order does not matter, the sort below is by composite).
       uint32_t below = 0;
+      const uint32_t kb = max(sb << 20, 1u);
       scan_share<U, Pf>(base, mis, n, qs, qe, [&](float v, int64_t i) {
         const uint32_t key = float_key(v);
-        const bool high = key != 0u && (key >> 20) >= sb;
-        if (high) atomicAdd(&h[key >> 20], 1u);
-        else below += key != 0u ? 1u : 0u;
-        push(compose(key, i), high, specbuf, &st.spec_count, kSpec);
+        if (key >= kb) {
+          atomicAdd(&h[key >> 20], 1u);
+          const uint32_t pos = atomicAdd(&st.spec_count, 1u);
+          if (pos < static_cast<uint32_t>(kSpec)) specbuf[pos] = compose(key, i);
+        } else {
+          below += key != 0u ? 1u : 0u;
+        }
       });
       below = __reduce_add_sync(0xffffffffu, below);
       if (lane == 0 && below) atomicAdd(&h[0], below);
