@@ -151,6 +151,39 @@ std::vector<Case> cases() {
   return v;
 }
 
+// Top-k over many short rows: the shape of HISA's and MISA-dagger's candidate rows (8192 columns),
+// and of a causal prefill's early rows.
+void BM_TopkShortRows(benchmark::State& state) {
+  std::string why;
+  if (!indexlab::cuda::device_available(&why)) {
+    state.SkipWithError(("no GPU: " + why).c_str());
+    return;
+  }
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_topk_workload(state.range(0), state.range(1), 2048, 12, &w);
+  if (!s.ok()) {
+    state.SkipWithError(s.message().c_str());
+    return;
+  }
+  float ms = 0;
+  for (auto _ : state) {
+    s = w->run(&ms);
+    if (!s.ok()) {
+      state.SkipWithError(s.message().c_str());
+      return;
+    }
+    state.SetIterationTime(ms * 1e-3);
+  }
+  state.counters["GB/s"] = benchmark::Counter(w->bytes * 1e-9 * state.iterations(), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_TopkShortRows)
+    ->ArgNames({"rows", "cols"})
+    ->Args({16384, 8192})
+    ->Args({4096, 16384})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(0.3);
+
 const int kRegistered = [] {
   for (const Case& c : cases()) {
     auto* b = benchmark::RegisterBenchmark(c.name.c_str(), [c](benchmark::State& st) {

@@ -686,6 +686,191 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
   }
 }
 
+
+// ---- Short rows (cols <= kSmallMaxCols): one small CTA per row, the row's keys in shared memory --
+// Several rows per SM (256 threads and ~56 KB per row at 8192 columns, K = 2048). Radix passes
+// over the keys in shared memory with range-adaptive digits ((key - lo) >> sh over 2048 bins,
+// lo and sh from the row's key range, so scores of a narrow range still spread over the bins
+// instead of piling onto a few top-bit bins) narrow the group holding the K-th largest key until
+// it is one key T; keys above T are appended (order free), the ties at T are taken in ascending
+// index order (each thread owns a contiguous index range; one block scan ranks them), and the
+// winners are sorted by composite. Same output as the other kernels, bit for bit.
+constexpr int64_t kSmallMaxCols = 16384;
+constexpr bool kDefaultShort = false;  // on once the short-row kernel's GPU tests have passed
+constexpr int kST = 256;              // threads
+constexpr int kSB = 2048;             // bins per pass
+constexpr int kSBT = kSB / kST;       // bins per thread
+constexpr int kSW = kST / 32;         // warps
+
+// Block-wide (kST threads) exclusive prefix sum in ascending thread order; *total gets the sum.
+__device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp, uint32_t* total) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  uint32_t incl = v;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const uint32_t t = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += t;
+  }
+  if (lane == 31) s_warp[warp] = incl;
+  __syncthreads();
+  uint32_t before = 0, tot = 0;
+#pragma unroll
+  for (int w = 0; w < kSW; ++w) {
+    const uint32_t x = s_warp[w];
+    before += w < warp ? x : 0u;
+    tot += x;
+  }
+  __syncthreads();
+  *total = tot;
+  return before + incl - v;
+}
+
+__global__ void __launch_bounds__(kST) topk_short_kernel(const TopkParams p, int kpow2, int ncap) {
+  extern __shared__ __align__(16) uint64_t smem[];
+  uint64_t* win = smem;                                        // [kpow2]
+  uint32_t* keys = reinterpret_cast<uint32_t*>(smem + kpow2);  // [ncap]
+  uint32_t* hist = keys + ncap;                                // [kSB]
+  __shared__ uint32_t s_warp[kSW], s_min[kSW], s_max[kSW];
+  __shared__ uint32_t s_bin, s_above, s_inbin, s_count;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t row = blockIdx.x;
+  int64_t lo = p.ks ? p.ks[row] : 0;
+  int64_t hi = p.ke ? p.ke[row] : p.cols;
+  lo = max64(0, min64(lo, p.cols));
+  hi = max64(lo, min64(hi, p.cols));
+  const int n = static_cast<int>(min64(hi - lo, ncap));
+  const float* x = p.logits + row * p.ld + lo;
+  const uint32_t k = static_cast<uint32_t>(p.k);
+
+  uint32_t valid = 0, kmin = 0xFFFFFFFFu, kmax = 0u;
+  for (int i = tid; i < n; i += kST) {
+    const uint32_t key = float_key(x[i]);
+    keys[i] = key;
+    if (key != 0u) {
+      ++valid;
+      kmin = min(kmin, key);
+      kmax = max(kmax, key);
+    }
+  }
+  valid = __reduce_add_sync(0xffffffffu, valid);
+  kmin = __reduce_min_sync(0xffffffffu, kmin);
+  kmax = __reduce_max_sync(0xffffffffu, kmax);
+  if (lane == 0) {
+    s_warp[warp] = valid;
+    s_min[warp] = kmin;
+    s_max[warp] = kmax;
+  }
+  if (tid == 0) s_count = 0;
+  __syncthreads();
+  uint32_t total = 0;
+  kmin = 0xFFFFFFFFu;
+  kmax = 0u;
+#pragma unroll
+  for (int w = 0; w < kSW; ++w) {
+    total += s_warp[w];
+    kmin = min(kmin, s_min[w]);
+    kmax = max(kmax, s_max[w]);
+  }
+  __syncthreads();
+
+  // Selection rule: every valid key (total <= K), or every key >= thr (ties_all), or every key
+  // > thr plus the `need` lowest-index keys equal to thr.
+  uint32_t thr = 1u, need = 0u;
+  bool ties_all = true;
+  if (total > k) {
+    need = k;
+    // The group holding the K-th largest is the keys in [g, gend); digit (key - g) >> sh.
+    uint32_t g = kmin;
+    uint64_t gend = static_cast<uint64_t>(kmax) + 1;
+    int sh = 0;
+    while (((kmax - kmin) >> sh) >= static_cast<uint32_t>(kSB)) ++sh;
+    for (;;) {
+      for (int b = tid; b < kSB; b += kST) hist[b] = 0;
+      __syncthreads();
+      for (int i = tid; i < n; i += kST) {
+        const uint32_t key = keys[i];
+        if (key != 0u && key >= g && key < gend) atomicAdd(&hist[(key - g) >> sh], 1u);
+      }
+      __syncthreads();
+      // The bin holding the need-th largest, counting from the top bin down.
+      uint32_t c[kSBT], sum = 0;
+#pragma unroll
+      for (int j = 0; j < kSBT; ++j) {
+        c[j] = hist[kSBT * tid + j];
+        sum += c[j];
+      }
+      uint32_t tot_bins = 0;
+      const uint32_t excl = short_excl_scan(sum, s_warp, &tot_bins);
+      uint32_t a = tot_bins - excl - sum;  // keys in the bins of higher threads
+      if (a < need && need <= a + sum) {
+#pragma unroll
+        for (int j = kSBT - 1; j >= 0; --j) {
+          if (a + c[j] >= need) {
+            s_bin = static_cast<uint32_t>(kSBT * tid + j);
+            s_above = a;
+            s_inbin = c[j];
+            break;
+          }
+          a += c[j];
+        }
+      }
+      __syncthreads();
+      const uint32_t bin = s_bin, above = s_above, inbin = s_inbin;
+      __syncthreads();
+      need -= above;
+      g += bin << sh;
+      gend = static_cast<uint64_t>(g) + (uint64_t{1} << sh);
+      if (inbin == need) {  // the whole bin is taken: every key >= its lower end
+        thr = g;
+        ties_all = true;
+        break;
+      }
+      if (sh == 0) {  // the bin is one key
+        thr = g;
+        ties_all = false;
+        break;
+      }
+      sh = sh >= 11 ? sh - 11 : 0;
+    }
+  }
+  for (int i = tid; i < n; i += kST) {
+    const uint32_t key = keys[i];
+    if (key != 0u && (key > thr || (ties_all && key == thr))) win[atomicAdd(&s_count, 1u)] = compose(key, i);
+  }
+  __syncthreads();
+  uint32_t tot = min(s_count, k);
+  if (!ties_all) {
+    // Thread t owns indices [t * span, (t + 1) * span): count its ties, rank them in index order.
+    const int span = (n + kST - 1) / kST;
+    const int i0 = min(n, tid * span), i1 = min(n, i0 + span);
+    uint32_t mine = 0;
+    for (int i = i0; i < i1; ++i) mine += keys[i] == thr ? 1u : 0u;
+    uint32_t all_ties = 0;
+    uint32_t rank = short_excl_scan(mine, s_warp, &all_ties);
+    const uint32_t base = tot;
+    for (int i = i0; i < i1 && rank < need; ++i) {
+      if (keys[i] == thr) {
+        win[base + rank] = compose(thr, i);
+        ++rank;
+      }
+    }
+    tot = min(base + min(need, all_ties), k);
+  }
+  for (int t = static_cast<int>(tot) + tid; t < kpow2; t += kST) win[t] = 0;
+  __syncthreads();
+  bitonic_sort_desc(win, kpow2, tid, kST);
+  int32_t* out_i = p.index + row * p.k;
+  float* out_s = p.score ? p.score + row * p.k : nullptr;
+  for (int t = tid; t < p.k; t += kST) {
+    if (static_cast<uint32_t>(t) < tot) {
+      write_one(p, row, lo, out_i, out_s, t, win[t]);
+    } else {
+      out_i[t] = -1;
+      if (out_s) out_s[t] = -INFINITY;
+    }
+  }
+}
+
 }  // namespace detail
 
 namespace {
@@ -715,10 +900,25 @@ Status launch_topk(const TopkParams& p) {
   int kpow2 = 1;
   while (kpow2 < p.k) kpow2 <<= 1;
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  // INDEXLAB_TOPK=legacy selects the single-CTA kernel (tests compare the two paths).
+  // INDEXLAB_TOPK=legacy selects the one-CTA radix kernel, INDEXLAB_TOPK=cluster the cluster
+  // kernel and INDEXLAB_TOPK=short the short-row kernel for rows of at most kSmallMaxCols
+  // columns (tests compare the paths). Default: kDefaultShort decides for short rows.
   const char* path = std::getenv("INDEXLAB_TOPK");
   const bool legacy = (path && std::strcmp(path, "legacy") == 0) ||
                       p.rows > INT32_MAX / detail::kClusterCtas;
+  const bool want_short = path ? std::strcmp(path, "short") == 0 : detail::kDefaultShort;
+  if (!legacy && want_short && p.cols <= detail::kSmallMaxCols) {
+    const int ncap = static_cast<int>(std::max<int64_t>(p.cols, 1));
+    const size_t smem = static_cast<size_t>(kpow2) * 8 + static_cast<size_t>(ncap) * 4 +
+                        static_cast<size_t>(detail::kSB) * 4;
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        detail::topk_short_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(size_t{kMaxTopK} * 8 + detail::kSmallMaxCols * 4 + detail::kSB * 4));
+    INDEXLAB_CUDA_CHECK(attr);
+    detail::topk_short_kernel<<<static_cast<unsigned>(p.rows), detail::kST, smem, stream>>>(p, kpow2, ncap);
+    INDEXLAB_CUDA_CHECK(cudaGetLastError());
+    return Status::Ok();
+  }
   if (!legacy) {
     // INDEXLAB_TOPK_SPEC=0 turns the speculative first-pass capture off (tests force the
     // re-read path with it; the result is the same, only slower).

@@ -1,0 +1,151 @@
+// The short-row top-k kernel (INDEXLAB_TOPK=short: rows of at most 16384 columns, one CTA per row,
+// keys in shared memory) against a plain CPU canonical top-k, and against the cluster kernel.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cuda/api.h"
+#include "tests/common/canonical_topk.h"
+#include "tests/common/random_problem.h"
+
+namespace indexlab {
+namespace {
+
+#define SKIP_WITHOUT_GPU()                                   \
+  do {                                                       \
+    std::string why;                                         \
+    if (!cuda::device_available(&why)) GTEST_SKIP() << why;  \
+  } while (0)
+
+bool same_float(float a, float b) {  // bitwise, but +0 == -0
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  return ua == ub || (a == 0.0f && b == 0.0f);
+}
+
+/// Sets INDEXLAB_TOPK for the scope (nullptr: unset), restoring it after.
+struct TopkEnv {
+  explicit TopkEnv(const char* v) {
+    const char* old = std::getenv("INDEXLAB_TOPK");
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (v) setenv("INDEXLAB_TOPK", v, 1);
+    else unsetenv("INDEXLAB_TOPK");
+  }
+  ~TopkEnv() {
+    if (had_) setenv("INDEXLAB_TOPK", old_.c_str(), 1);
+    else unsetenv("INDEXLAB_TOPK");
+  }
+  bool had_ = false;
+  std::string old_;
+};
+
+void check(const std::vector<float>& x, int64_t rows, int64_t cols, const std::vector<int32_t>& ks,
+           const std::vector<int32_t>& ke, int k, bool absolute, const std::string& what) {
+  std::vector<int32_t> gi;
+  std::vector<float> gs;
+  const auto base = absolute ? ref::IndexBase::kAbsolute : ref::IndexBase::kRelative;
+  Status st = cuda::topk_rows(x, rows, cols, ks, ke, k, base, &gi, &gs);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  std::vector<int32_t> ci(static_cast<size_t>(k));
+  std::vector<float> cs(static_cast<size_t>(k));
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t lo = ks.empty() ? 0 : ks[r], hi = ke.empty() ? cols : ke[r];
+    testing::canonical_topk(x.data() + r * cols, lo, hi, k, absolute, ci.data(), cs.data());
+    for (int t = 0; t < k; ++t) {
+      ASSERT_EQ(gi[r * k + t], ci[t]) << what << ": row " << r << " slot " << t;
+      ASSERT_TRUE(same_float(gs[r * k + t], cs[t])) << what << ": row " << r << " slot " << t;
+    }
+  }
+  // The cluster kernel must give the same bytes on the same rows.
+  {
+    TopkEnv env("cluster");
+    std::vector<int32_t> ci2;
+    std::vector<float> cs2;
+    ASSERT_TRUE(cuda::topk_rows(x, rows, cols, ks, ke, k, base, &ci2, &cs2).ok());
+    ASSERT_EQ(gi, ci2) << what << ": short-row and cluster kernels differ";
+    ASSERT_EQ(0, std::memcmp(gs.data(), cs2.data(), gs.size() * 4)) << what;
+  }
+  std::printf("[%s] rows=%lld cols=%lld k=%d: canonical, equal to the cluster kernel\n", what.c_str(),
+              static_cast<long long>(rows), static_cast<long long>(cols), k);
+}
+
+TEST(Sm90TopkSmall, RaggedRowsEveryLengthClass) {
+  SKIP_WITHOUT_GPU();
+  TopkEnv env("short");
+  std::mt19937_64 rng(testing::test_seed() ^ 0x5a11u);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t cols = 16384, rows = 40;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = nd(rng) * 3.7f + 0.01f;
+  for (int t = 0; t < 2000; ++t) x[rng() % x.size()] = (t % 3 == 0) ? NAN : (t % 3 == 1 ? -INFINITY : INFINITY);
+  const int lens[] = {0, 1, 2, 3, 31, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 8191, 8192, 8193, 12000, 16383, 16384};
+  std::vector<int32_t> ks(rows), ke(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int len = lens[r % (sizeof(lens) / sizeof(lens[0]))];
+    ks[r] = static_cast<int32_t>(std::min<int64_t>(r % 7, cols - len));
+    ke[r] = ks[r] + len;
+  }
+  for (int k : {1, 5, 2048, 8192}) {
+    check(x, rows, cols, ks, ke, k, false, "Small_Ragged_K" + std::to_string(k));
+    check(x, rows, cols, ks, ke, k, true, "Small_Ragged_Abs_K" + std::to_string(k));
+  }
+}
+
+TEST(Sm90TopkSmall, TiesAndNarrowRanges) {
+  SKIP_WITHOUT_GPU();
+  TopkEnv env("short");
+  std::mt19937_64 rng(testing::test_seed() ^ 0x71e5u);
+  const int64_t cols = 8192 + 5;
+  std::vector<std::vector<float>> rv;
+  rv.push_back(std::vector<float>(cols, 0.75f));  // all equal: ties decide everything
+  std::vector<float> r1(cols);
+  for (auto& v : r1) v = static_cast<float>(rng() % 5) * 0.125f - 0.25f;  // 5 values, heavy ties
+  rv.push_back(r1);
+  std::vector<float> r2(cols);
+  for (int64_t j = 0; j < cols; ++j) {  // keys differing only in the last 8 bits (the 3rd pass)
+    const uint32_t u = 0x3F800000u | static_cast<uint32_t>(rng() & 0xFF);
+    std::memcpy(&r2[j], &u, 4);
+  }
+  rv.push_back(r2);
+  std::vector<float> r3(cols);
+  for (auto& v : r3) v = (rng() % 2) ? -0.0f : 0.0f;  // +-0 only
+  rv.push_back(r3);
+  std::vector<float> r4(cols, -INFINITY);  // a handful valid
+  for (int t = 0; t < 9; ++t) r4[rng() % cols] = 1.5f + t;
+  rv.push_back(r4);
+  std::vector<float> r5(cols, NAN);  // nothing valid
+  rv.push_back(r5);
+  std::vector<float> x;
+  for (auto& r : rv) x.insert(x.end(), r.begin(), r.end());
+  const int64_t rows = static_cast<int64_t>(rv.size());
+  for (int k : {1, 100, 2048, 4097, 8192}) check(x, rows, cols, {}, {}, k, false, "Small_Ties_K" + std::to_string(k));
+}
+
+TEST(Sm90TopkSmall, RerunsBitwiseIdentical) {
+  SKIP_WITHOUT_GPU();
+  TopkEnv env("short");
+  std::mt19937_64 rng(testing::test_seed() ^ 0x4e4eu);
+  const int64_t rows = 300, cols = 8192;
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) v = static_cast<float>(rng() % 97) * 0.0625f - 1.5f;
+  std::vector<int32_t> i0, i1;
+  std::vector<float> s0, s1;
+  ASSERT_TRUE(cuda::topk_rows(x, rows, cols, {}, {}, 2048, ref::IndexBase::kRelative, &i0, &s0).ok());
+  for (int rep = 0; rep < 20; ++rep) {
+    ASSERT_TRUE(cuda::topk_rows(x, rows, cols, {}, {}, 2048, ref::IndexBase::kRelative, &i1, &s1).ok());
+    ASSERT_EQ(i0, i1) << "rerun " << rep;
+    ASSERT_EQ(0, std::memcmp(s0.data(), s1.data(), s0.size() * 4)) << "rerun " << rep;
+  }
+  check(x, rows, cols, {}, {}, 2048, false, "Small_Rerun");
+}
+
+}  // namespace
+}  // namespace indexlab
