@@ -91,6 +91,45 @@ BENCHMARK(BM_CudaDecodePaged)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);
 
+// ---- bf16 (issue 5): the same shapes on the bf16 kernels, and the bf16 wgmma ceiling ----------
+
+void BM_CudaCeilingWgmmaBf16(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_wgmma_peak_workload_bf16(&w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaCeilingWgmmaBf16)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+
+void BM_CudaPrefillCausalBf16(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_prefill_workload_bf16(state.range(0), 64, 128, 2048,
+                                                        state.range(1) != 0, 42, &w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaPrefillCausalBf16)
+    ->ArgNames({"S", "logits_only"})
+    ->Args({8192, 1})
+    ->Args({8192, 0})
+    ->Args({32768, 1})
+    ->Args({32768, 0})
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(0.5);
+
+void BM_CudaDecodePagedBf16(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_decode_workload_bf16(64, 65536, 64, 128, 2048, 1, state.range(0) != 0,
+                                                       7, &w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaDecodePagedBf16)
+    ->ArgNames({"logits_only"})
+    ->Arg(1)
+    ->Arg(0)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(0.3);
+
 void BM_CudaTopk(benchmark::State& state) {
   std::unique_ptr<Workload> w;
   Status s = indexlab::cuda::make_topk_workload(64, 131072, 2048, 11, &w);

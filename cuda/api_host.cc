@@ -13,19 +13,40 @@ Status can_implement(int h, int d, int k) {
   return Status::Ok();
 }
 
+namespace {
+// The sm90 kernels exist for fp8 and bf16; `want` is the entry point's precision.
+Status check_precision(ref::Precision have, ref::Precision want, const char* kind) {
+  if (want != ref::Precision::kFp8 && want != ref::Precision::kBf16)
+    return error("precision = ", ref::precision_name(want), " has no sm90 ", kind,
+                 " kernel (need fp8 or bf16)");
+  if (have != want)
+    return error("precision = ", ref::precision_name(have), " is not supported by the sm90 ",
+                 ref::precision_name(want), " ", kind, " kernels (need ", ref::precision_name(want),
+                 " inputs", have == ref::Precision::kBf16   ? "; bf16 inputs go to the bf16 entry points"
+                            : have == ref::Precision::kFp8 ? "; fp8 inputs go to the fp8 entry points"
+                                                           : "",
+                 ")");
+  return Status::Ok();
+}
+}  // namespace
+
 Status can_implement(const ref::Inputs& in, const ref::Options& opt) {
-  if (in.precision != ref::Precision::kFp8)
-    return error("precision = ", ref::precision_name(in.precision),
-                 " is not supported by the sm90 DSA kernels (need fp8)");
+  return can_implement(in, opt, ref::Precision::kFp8);
+}
+
+Status can_implement(const ref::PagedInputs& in, const ref::Options& opt) {
+  return can_implement(in, opt, ref::Precision::kFp8);
+}
+
+Status can_implement(const ref::Inputs& in, const ref::Options& opt, ref::Precision precision) {
+  INDEXLAB_RETURN_IF_ERROR(check_precision(in.precision, precision, "DSA"));
   INDEXLAB_RETURN_IF_ERROR(can_implement(in.shape.h, in.shape.d, in.shape.k));
   if (in.shape.nk > INT32_MAX - 64) return error("nk = ", in.shape.nk, " is too large");
   return ref::validate(in, opt);
 }
 
-Status can_implement(const ref::PagedInputs& in, const ref::Options& opt) {
-  if (in.precision != ref::Precision::kFp8)
-    return error("precision = ", ref::precision_name(in.precision),
-                 " is not supported by the sm90 paged kernels (need fp8)");
+Status can_implement(const ref::PagedInputs& in, const ref::Options& opt, ref::Precision precision) {
+  INDEXLAB_RETURN_IF_ERROR(check_precision(in.precision, precision, "paged"));
   if (in.page_tokens != 64)
     return error("page_tokens = ", in.page_tokens, " is not supported (need 64)");
   INDEXLAB_RETURN_IF_ERROR(can_implement(in.h, in.d, in.k));

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -12,6 +13,7 @@
 namespace indexlab::cuda {
 namespace detail {
 Status launch_wgmma_peak(int iters, float* sink, int ctas, cudaStream_t stream);
+Status launch_wgmma_peak_elem(bool bf16, int iters, float* sink, int ctas, cudaStream_t stream);
 int num_sms();
 
 namespace {
@@ -27,6 +29,12 @@ uint8_t rand_code(uint64_t& s) {
   const uint8_t exp = static_cast<uint8_t>(4 + (r % 7));  // biased exponent 4..10
   const uint8_t man = static_cast<uint8_t>((r >> 8) & 7);
   return static_cast<uint8_t>(((r >> 16) & 1) << 7 | exp << 3 | man);
+}
+// Random finite non-zero bf16 of magnitude in about [2^-3, 2^3), random sign, 7 random mantissa bits.
+uint16_t rand_bf16(uint64_t& s) {
+  const uint64_t r = splitmix(s);
+  const uint16_t exp = static_cast<uint16_t>(124 + (r % 6));  // 2^-3 .. 2^2
+  return static_cast<uint16_t>(((r >> 16) & 1) << 15 | exp << 7 | ((r >> 8) & 0x7F));
 }
 float rand_unit(uint64_t& s) { return static_cast<float>((splitmix(s) >> 40) * (1.0 / 16777216.0)); }
 
@@ -78,10 +86,12 @@ class PrefillWorkload : public Timed {
   Buf<float> sc, w, logits, score;
   Buf<int32_t> ks, ke, index;
   LogitsParams lp;
+  LogitsBf16Params lpb;
+  bool bf16 = false;
   TopkParams tp;
   bool logits_only = false;
   Status body() override {
-    INDEXLAB_RETURN_IF_ERROR(launch_mqa_logits_fp8(lp));
+    INDEXLAB_RETURN_IF_ERROR(bf16 ? launch_mqa_logits_bf16(lpb) : launch_mqa_logits_fp8(lp));
     if (!logits_only) INDEXLAB_RETURN_IF_ERROR(launch_topk(tp));
     return Status::Ok();
   }
@@ -93,10 +103,12 @@ class DecodeWorkload : public Timed {
   Buf<float> w, logits, score;
   Buf<int32_t> bt, ctx, ke, index;
   PagedLogitsParams pp;
+  PagedLogitsBf16Params ppb;
+  bool bf16 = false;
   TopkParams tp;
   bool logits_only = false;
   Status body() override {
-    INDEXLAB_RETURN_IF_ERROR(launch_paged_logits_fp8(pp));
+    INDEXLAB_RETURN_IF_ERROR(bf16 ? launch_paged_logits_bf16(ppb) : launch_paged_logits_fp8(pp));
     if (!logits_only) INDEXLAB_RETURN_IF_ERROR(launch_topk(tp));
     return Status::Ok();
   }
@@ -131,7 +143,8 @@ class PeakWorkload : public Timed {
  public:
   Buf<float> sink;
   int iters = 0, ctas = 0;
-  Status body() override { return launch_wgmma_peak(iters, sink.p, ctas, nullptr); }
+  bool bf16 = false;
+  Status body() override { return launch_wgmma_peak_elem(bf16, iters, sink.p, ctas, nullptr); }
 };
 
 Status need_gpu() {
@@ -144,17 +157,30 @@ Status need_gpu() {
 
 using namespace detail;
 
-Status make_prefill_workload(int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,
-                             std::unique_ptr<Workload>* out) {
+namespace {
+Status make_prefill(bool bf16, int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,
+                    std::unique_ptr<Workload>* out) {
   INDEXLAB_RETURN_IF_ERROR(need_gpu());
   INDEXLAB_RETURN_IF_ERROR(can_implement(h, d, k));
   auto wl = std::make_unique<PrefillWorkload>();
   uint64_t st = seed;
-  std::vector<uint8_t> q(static_cast<size_t>(s) * h * d), kk(static_cast<size_t>(s) * d);
-  for (auto& c : q) c = rand_code(st);
-  for (auto& c : kk) c = rand_code(st);
+  const int eb = bf16 ? 2 : 1;
+  std::vector<uint8_t> q(static_cast<size_t>(s) * h * d * eb), kk(static_cast<size_t>(s) * d * eb);
+  if (bf16) {
+    for (size_t i = 0; i < q.size(); i += 2) {
+      const uint16_t v = rand_bf16(st);
+      std::memcpy(&q[i], &v, 2);
+    }
+    for (size_t i = 0; i < kk.size(); i += 2) {
+      const uint16_t v = rand_bf16(st);
+      std::memcpy(&kk[i], &v, 2);
+    }
+  } else {
+    for (auto& c : q) c = rand_code(st);
+    for (auto& c : kk) c = rand_code(st);
+  }
   std::vector<float> sc(s), w(static_cast<size_t>(s) * h);
-  for (auto& v : sc) v = 0.5f + rand_unit(st);
+  for (auto& v : sc) v = bf16 ? 1.0f : 0.5f + rand_unit(st);
   for (auto& v : w) v = 2.0f * rand_unit(st) - 0.7f;
   std::vector<int32_t> ks(s, 0), ke(s);
   for (int64_t i = 0; i < s; ++i) ke[i] = static_cast<int32_t>(i + 1);
@@ -181,6 +207,20 @@ Status make_prefill_workload(int64_t s, int h, int d, int k, bool logits_only, u
   lp.ld = s;
   lp.h = h;
   lp.d = d;
+  wl->bf16 = bf16;
+  auto& lpb = wl->lpb;
+  lpb.q = reinterpret_cast<const uint16_t*>(wl->q.p);
+  lpb.k = reinterpret_cast<const uint16_t*>(wl->k.p);
+  lpb.k_scale = lp.k_scale;
+  lpb.w = lp.w;
+  lpb.ks = lp.ks;
+  lpb.ke = lp.ke;
+  lpb.logits = lp.logits;
+  lpb.nq = lp.nq;
+  lpb.nk = lp.nk;
+  lpb.ld = lp.ld;
+  lpb.h = h;
+  lpb.d = d;
   auto& tp = wl->tp;
   tp.logits = wl->logits.p;
   tp.ks = wl->ks.p;
@@ -193,33 +233,48 @@ Status make_prefill_workload(int64_t s, int h, int d, int k, bool logits_only, u
   tp.k = k;
   const double pairs = 0.5 * static_cast<double>(s) * (s + 1);
   wl->flops = pairs * 2.0 * h * d;
-  wl->bytes = static_cast<double>(s) * (h * d + d + 4 + 4 * h + 8) + static_cast<double>(s) * k * 8 +
-              (logits_only ? 4.0 * s * s : 0.0);
+  wl->bytes = static_cast<double>(s) * ((h * d + d) * eb + 4 + 4 * h + 8) +
+              static_cast<double>(s) * k * 8 + (logits_only ? 4.0 * s * s : 0.0);
   *out = std::move(wl);
   return Status::Ok();
 }
 
-Status make_decode_workload(int64_t batch, int64_t ctx, int h, int d, int k, int next_n,
-                            bool logits_only, uint64_t seed, std::unique_ptr<Workload>* out) {
+Status make_decode(bool bf16, int64_t batch, int64_t ctx, int h, int d, int k, int next_n,
+                   bool logits_only, uint64_t seed, std::unique_ptr<Workload>* out) {
   INDEXLAB_RETURN_IF_ERROR(need_gpu());
   INDEXLAB_RETURN_IF_ERROR(can_implement(h, d, k));
   auto wl = std::make_unique<DecodeWorkload>();
   uint64_t st = seed;
+  const int eb = bf16 ? 2 : 1;
   const int64_t max_pages = (ctx + 63) / 64, num_pages = batch * max_pages;
-  const int64_t page_bytes = 64 * (d + 4);
+  const int64_t page_bytes = 64 * (d * eb + 4);
   std::vector<uint8_t> cache(static_cast<size_t>(num_pages * page_bytes));
   for (int64_t pg = 0; pg < num_pages; ++pg) {
     uint8_t* base = cache.data() + pg * page_bytes;
-    for (int64_t i = 0; i < 64 * d; ++i) base[i] = rand_code(st);
-    float* scl = reinterpret_cast<float*>(base + 64 * d);
+    if (bf16) {
+      for (int64_t i = 0; i < 64 * d; ++i) {
+        const uint16_t v = rand_bf16(st);
+        std::memcpy(base + 2 * i, &v, 2);
+      }
+    } else {
+      for (int64_t i = 0; i < 64 * d; ++i) base[i] = rand_code(st);
+    }
+    float* scl = reinterpret_cast<float*>(base + 64 * d * eb);
     for (int i = 0; i < 64; ++i) scl[i] = 0.5f + rand_unit(st);
   }
   std::vector<int32_t> bt(static_cast<size_t>(num_pages));
   std::iota(bt.begin(), bt.end(), 0);
   for (int64_t i = num_pages - 1; i > 0; --i) std::swap(bt[i], bt[splitmix(st) % (i + 1)]);
   const int64_t rows = batch * next_n;
-  std::vector<uint8_t> q(static_cast<size_t>(rows) * h * d);
-  for (auto& c : q) c = rand_code(st);
+  std::vector<uint8_t> q(static_cast<size_t>(rows) * h * d * eb);
+  if (bf16) {
+    for (size_t i = 0; i < q.size(); i += 2) {
+      const uint16_t v = rand_bf16(st);
+      std::memcpy(&q[i], &v, 2);
+    }
+  } else {
+    for (auto& c : q) c = rand_code(st);
+  }
   std::vector<float> w(static_cast<size_t>(rows) * h);
   for (auto& v : w) v = 2.0f * rand_unit(st) - 0.7f;
   std::vector<int32_t> cl(batch, static_cast<int32_t>(ctx)), ke(rows);
@@ -249,6 +304,21 @@ Status make_decode_workload(int64_t batch, int64_t ctx, int h, int d, int k, int
   pp.h = h;
   pp.d = d;
   pp.next_n = next_n;
+  wl->bf16 = bf16;
+  auto& ppb = wl->ppb;
+  ppb.q = reinterpret_cast<const uint16_t*>(wl->q.p);
+  ppb.w = pp.w;
+  ppb.cache = pp.cache;
+  ppb.block_table = pp.block_table;
+  ppb.context_lens = pp.context_lens;
+  ppb.logits = pp.logits;
+  ppb.batch = batch;
+  ppb.max_pages = max_pages;
+  ppb.num_pages = num_pages;
+  ppb.ld = cols;
+  ppb.h = h;
+  ppb.d = d;
+  ppb.next_n = next_n;
   auto& tp = wl->tp;
   tp.logits = wl->logits.p;
   tp.ke = wl->ke.p;
@@ -261,9 +331,41 @@ Status make_decode_workload(int64_t batch, int64_t ctx, int h, int d, int k, int
   double pairs = 0;
   for (int64_t r = 0; r < rows; ++r) pairs += ke[r];
   wl->flops = pairs * 2.0 * h * d;
-  wl->bytes = static_cast<double>(batch) * ctx * (d + 4);  // key bytes and scales read once
+  wl->bytes = static_cast<double>(batch) * ctx * (d * eb + 4);  // key bytes and scales read once
   *out = std::move(wl);
   return Status::Ok();
+}
+
+Status make_peak(bool bf16, std::unique_ptr<Workload>* out) {
+  INDEXLAB_RETURN_IF_ERROR(need_gpu());
+  auto wl = std::make_unique<PeakWorkload>();
+  wl->ctas = num_sms();
+  wl->iters = bf16 ? 2048 : 4096;
+  wl->bf16 = bf16;
+  INDEXLAB_RETURN_IF_ERROR(wl->sink.alloc(256));
+  // 2 warpgroups x iters x 4 instructions of m64n256 x (32 e4m3 or 16 bf16) of K.
+  const double k_per_instr = bf16 ? 16.0 : 32.0;
+  wl->flops = static_cast<double>(wl->ctas) * 2 * wl->iters * 4 * (64.0 * 256 * k_per_instr * 2);
+  *out = std::move(wl);
+  return Status::Ok();
+}
+}  // namespace
+
+Status make_prefill_workload(int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,
+                             std::unique_ptr<Workload>* out) {
+  return make_prefill(false, s, h, d, k, logits_only, seed, out);
+}
+Status make_prefill_workload_bf16(int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,
+                                  std::unique_ptr<Workload>* out) {
+  return make_prefill(true, s, h, d, k, logits_only, seed, out);
+}
+Status make_decode_workload(int64_t batch, int64_t ctx, int h, int d, int k, int next_n,
+                            bool logits_only, uint64_t seed, std::unique_ptr<Workload>* out) {
+  return make_decode(false, batch, ctx, h, d, k, next_n, logits_only, seed, out);
+}
+Status make_decode_workload_bf16(int64_t batch, int64_t ctx, int h, int d, int k, int next_n,
+                                 bool logits_only, uint64_t seed, std::unique_ptr<Workload>* out) {
+  return make_decode(true, batch, ctx, h, d, k, next_n, logits_only, seed, out);
 }
 
 Status make_topk_workload(int64_t rows, int64_t cols, int k, uint64_t seed,
@@ -303,15 +405,7 @@ Status make_copy_workload(int64_t bytes, std::unique_ptr<Workload>* out) {
   return Status::Ok();
 }
 
-Status make_wgmma_peak_workload(std::unique_ptr<Workload>* out) {
-  INDEXLAB_RETURN_IF_ERROR(need_gpu());
-  auto wl = std::make_unique<PeakWorkload>();
-  wl->ctas = num_sms();
-  wl->iters = 4096;
-  INDEXLAB_RETURN_IF_ERROR(wl->sink.alloc(256));
-  wl->flops = static_cast<double>(wl->ctas) * 2 * wl->iters * 4 * (64.0 * 256 * 32 * 2);
-  *out = std::move(wl);
-  return Status::Ok();
-}
+Status make_wgmma_peak_workload(std::unique_ptr<Workload>* out) { return make_peak(false, out); }
+Status make_wgmma_peak_workload_bf16(std::unique_ptr<Workload>* out) { return make_peak(true, out); }
 
 }  // namespace indexlab::cuda

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/api.h"
@@ -13,6 +14,36 @@
 namespace indexlab::cuda {
 namespace detail {
 Status run_probe(const uint8_t* a, const uint8_t* b, const float* c, float* d, int scale_d);
+Status run_probe_elem(bool bf16, const uint8_t* a, const uint8_t* b, const float* c, float* d,
+                      int scale_d);
+
+inline std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = ref::float_to_bf16(v[i]);
+  return out;
+}
+
+// Element storage of each precision's kernels and their device-pointer launchers.
+template <bool kBf16>
+struct ElemTraits {
+  using T = uint8_t;
+  using Logits = LogitsParams;
+  using Paged = PagedLogitsParams;
+  static constexpr ref::Precision kPrecision = ref::Precision::kFp8;
+  static std::vector<T> encode(const std::vector<float>& v) { return to_e4m3(v); }
+  static Status launch(const Logits& p) { return launch_mqa_logits_fp8(p); }
+  static Status launch(const Paged& p) { return launch_paged_logits_fp8(p); }
+};
+template <>
+struct ElemTraits<true> {
+  using T = uint16_t;
+  using Logits = LogitsBf16Params;
+  using Paged = PagedLogitsBf16Params;
+  static constexpr ref::Precision kPrecision = ref::Precision::kBf16;
+  static std::vector<T> encode(const std::vector<float>& v) { return to_bf16(v); }
+  static Status launch(const Logits& p) { return launch_mqa_logits_bf16(p); }
+  static Status launch(const Paged& p) { return launch_paged_logits_bf16(p); }
+};
 }  // namespace detail
 
 using detail::DeviceArray;
@@ -57,19 +88,22 @@ std::string device_name() {
 
 using detail::need_device;
 
-Status dsa_fp8(const ref::Inputs& in, const ref::Options& opt, ref::Result* out) {
+namespace {
+template <bool kBf16>
+Status dsa_flat(const ref::Inputs& in, const ref::Options& opt, ref::Result* out) {
+  using Tr = detail::ElemTraits<kBf16>;
   if (!out) return error("out is null");
-  INDEXLAB_RETURN_IF_ERROR(can_implement(in, opt));
+  INDEXLAB_RETURN_IF_ERROR(can_implement(in, opt, Tr::kPrecision));
   INDEXLAB_RETURN_IF_ERROR(need_device());
   const int64_t nq = in.shape.nq, nk = in.shape.nk;
   const int h = in.shape.h, d = in.shape.d, K = in.shape.k;
   std::vector<float> scale = in.k_scale;
   if (scale.empty()) scale.assign(static_cast<size_t>(nk), 1.0f);
-  DeviceArray<uint8_t> dq, dk;
+  DeviceArray<typename Tr::T> dq, dk;
   DeviceArray<float> dsc, dw, dlog, dscore;
   DeviceArray<int32_t> dks, dke, didx;
-  INDEXLAB_RETURN_IF_ERROR(dq.upload(detail::to_e4m3(in.q)));
-  INDEXLAB_RETURN_IF_ERROR(dk.upload(detail::to_e4m3(in.k)));
+  INDEXLAB_RETURN_IF_ERROR(dq.upload(Tr::encode(in.q)));
+  INDEXLAB_RETURN_IF_ERROR(dk.upload(Tr::encode(in.k)));
   INDEXLAB_RETURN_IF_ERROR(dsc.upload(scale));
   INDEXLAB_RETURN_IF_ERROR(dw.upload(in.w));
   INDEXLAB_RETURN_IF_ERROR(dks.upload(in.ks));
@@ -93,7 +127,7 @@ Status dsa_fp8(const ref::Inputs& in, const ref::Options& opt, ref::Result* out)
   for (int64_t r0 = 0; r0 < nq; r0 += cr) {
     const int64_t rn = std::min(cr, nq - r0);
     INDEXLAB_RETURN_IF_ERROR(detail::poison(dlog, 0xFF));
-    LogitsParams lp;
+    typename Tr::Logits lp;
     lp.q = dq.get() + r0 * h * d;
     lp.k = dk.get();
     lp.k_scale = dsc.get();
@@ -106,7 +140,7 @@ Status dsa_fp8(const ref::Inputs& in, const ref::Options& opt, ref::Result* out)
     lp.ld = nk;
     lp.h = h;
     lp.d = d;
-    INDEXLAB_RETURN_IF_ERROR(launch_mqa_logits_fp8(lp));
+    INDEXLAB_RETURN_IF_ERROR(Tr::launch(lp));
     TopkParams tp;
     tp.logits = dlog.get();
     tp.ks = dks.get() + r0;
@@ -127,9 +161,11 @@ Status dsa_fp8(const ref::Inputs& in, const ref::Options& opt, ref::Result* out)
   return Status::Ok();
 }
 
-Status dsa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::Result* out) {
+template <bool kBf16>
+Status dsa_paged(const ref::PagedInputs& in, const ref::Options& opt, ref::Result* out) {
+  using Tr = detail::ElemTraits<kBf16>;
   if (!out) return error("out is null");
-  INDEXLAB_RETURN_IF_ERROR(can_implement(in, opt));
+  INDEXLAB_RETURN_IF_ERROR(can_implement(in, opt, Tr::kPrecision));
   INDEXLAB_RETURN_IF_ERROR(need_device());
   const int h = in.h, d = in.d, K = in.k, nn = in.next_n;
   const int64_t rows = in.rows(), cols = in.max_pages * 64;
@@ -139,10 +175,11 @@ Status dsa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::R
     const int64_t v = ctx - nn + (r % nn) + 1;
     ke[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min(ctx, v)));
   }
-  DeviceArray<uint8_t> dq, dcache;
+  DeviceArray<typename Tr::T> dq;
+  DeviceArray<uint8_t> dcache;
   DeviceArray<float> dw, dlog, dscore;
   DeviceArray<int32_t> dbt, dctx, dke, didx;
-  INDEXLAB_RETURN_IF_ERROR(dq.upload(detail::to_e4m3(in.q)));
+  INDEXLAB_RETURN_IF_ERROR(dq.upload(Tr::encode(in.q)));
   INDEXLAB_RETURN_IF_ERROR(dw.upload(in.w));
   INDEXLAB_RETURN_IF_ERROR(dcache.upload(in.cache));
   INDEXLAB_RETURN_IF_ERROR(dbt.upload(in.block_table));
@@ -168,7 +205,7 @@ Status dsa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::R
     const int64_t bn = std::min(seq_chunk, in.batch - b0);
     INDEXLAB_RETURN_IF_ERROR(detail::poison(dlog, 0xFF));
     const int64_t r0 = b0 * nn, rn = bn * nn;
-    PagedLogitsParams pp;
+    typename Tr::Paged pp;
     pp.q = dq.get() + r0 * h * d;
     pp.w = dw.get() + r0 * h;
     pp.cache = dcache.get();
@@ -182,7 +219,7 @@ Status dsa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::R
     pp.h = h;
     pp.d = d;
     pp.next_n = nn;
-    INDEXLAB_RETURN_IF_ERROR(launch_paged_logits_fp8(pp));
+    INDEXLAB_RETURN_IF_ERROR(Tr::launch(pp));
     TopkParams tp;
     tp.logits = dlog.get();
     tp.ks = nullptr;
@@ -204,6 +241,31 @@ Status dsa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::R
   }
   INDEXLAB_RETURN_IF_ERROR(didx.download(out->index.data(), out->index.size()));
   INDEXLAB_RETURN_IF_ERROR(dscore.download(out->score.data(), out->score.size()));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status dsa_fp8(const ref::Inputs& in, const ref::Options& opt, ref::Result* out) {
+  return dsa_flat<false>(in, opt, out);
+}
+Status dsa_bf16(const ref::Inputs& in, const ref::Options& opt, ref::Result* out) {
+  return dsa_flat<true>(in, opt, out);
+}
+Status dsa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::Result* out) {
+  return dsa_paged<false>(in, opt, out);
+}
+Status dsa_paged_bf16(const ref::PagedInputs& in, const ref::Options& opt, ref::Result* out) {
+  return dsa_paged<true>(in, opt, out);
+}
+
+Status mqa_logits_bf16(const ref::Inputs& in, std::vector<float>* logits) {
+  if (!logits) return error("logits is null");
+  ref::Options opt;
+  opt.want_logits = true;
+  ref::Result r;
+  INDEXLAB_RETURN_IF_ERROR(dsa_bf16(in, opt, &r));
+  *logits = std::move(r.logits);
   return Status::Ok();
 }
 
@@ -268,6 +330,16 @@ Status probe_wgmma_fp8(const uint8_t* a, const uint8_t* b, const float* c, float
   if (!a || !b || !c || !d) return error("probe_wgmma_fp8: null argument");
   INDEXLAB_RETURN_IF_ERROR(need_device());
   INDEXLAB_RETURN_IF_ERROR(detail::run_probe(a, b, c, d, use_acc ? 1 : 0));
+  return detail::sync_check();
+}
+
+Status probe_wgmma_bf16(const uint16_t* a, const uint16_t* b, const float* c, float* d, bool use_acc) {
+  if (!a || !b || !c || !d) return error("probe_wgmma_bf16: null argument");
+  INDEXLAB_RETURN_IF_ERROR(need_device());
+  uint8_t ab[64 * 32], bb[8 * 32];  // little-endian bytes, 32 per row (16 bf16)
+  std::memcpy(ab, a, sizeof(ab));
+  std::memcpy(bb, b, sizeof(bb));
+  INDEXLAB_RETURN_IF_ERROR(detail::run_probe_elem(true, ab, bb, c, d, use_acc ? 1 : 0));
   return detail::sync_check();
 }
 

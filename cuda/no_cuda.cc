@@ -39,6 +39,21 @@ Status make_topk_workload(int64_t, int64_t, int, uint64_t, std::unique_ptr<Workl
 }
 Status make_copy_workload(int64_t, std::unique_ptr<Workload>*) { return no_cuda(); }
 Status make_wgmma_peak_workload(std::unique_ptr<Workload>*) { return no_cuda(); }
+// bf16
+Status dsa_bf16(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status dsa_paged_bf16(const ref::PagedInputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
+Status mqa_logits_bf16(const ref::Inputs&, std::vector<float>*) { return no_cuda(); }
+Status probe_wgmma_bf16(const uint16_t*, const uint16_t*, const float*, float*, bool) { return no_cuda(); }
+Status launch_mqa_logits_bf16(const LogitsBf16Params&) { return no_cuda(); }
+Status launch_paged_logits_bf16(const PagedLogitsBf16Params&) { return no_cuda(); }
+Status make_prefill_workload_bf16(int64_t, int, int, int, bool, uint64_t, std::unique_ptr<Workload>*) {
+  return no_cuda();
+}
+Status make_decode_workload_bf16(int64_t, int64_t, int, int, int, int, bool, uint64_t,
+                                 std::unique_ptr<Workload>*) {
+  return no_cuda();
+}
+Status make_wgmma_peak_workload_bf16(std::unique_ptr<Workload>*) { return no_cuda(); }
 
 // sparse.h (HISA, MISA, MISA-dagger)
 Status hisa_fp8(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }

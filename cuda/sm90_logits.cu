@@ -1,4 +1,4 @@
-/// Hopper fp8 MQA logits (prefill / ragged and paged decode) on wgmma, plus the wgmma probe.
+/// Hopper fp8 and bf16 MQA logits (prefill / ragged and paged decode) on wgmma, plus the wgmma probes.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -13,8 +13,9 @@ namespace indexlab::cuda {
 namespace detail {
 
 // Epilogue, exact fp32 operation order (reference/emulate_sm90_dsa.cc follows it bit for bit):
-//   dot[h]  = wgmma chain over d in 32-wide k-steps, the first with scale-d = 0, A = key rows,
-//             B = (query, head) rows, fp32 accumulator (measured model: emulate_sm90_dsa.h).
+//   dot[h]  = wgmma chain over d in k-steps of 32 bytes (fp8: 32 elements, bf16: 16), the first
+//             with scale-d = 0, A = key rows, B = (query, head) rows, fp32 accumulator
+//             (measured models: reference/tc_emulation.h). Both element types share this kernel.
 //   r[h]    = fmaxf(dot[h], 0)
 //   lane l of a quad (l = 0..3) owns heads h = 8*i + 2*l + c (i = 0..H/8-1, c = 0, 1):
 //   u_i     = fmaf(r[8i+2l+1], w[8i+2l+1], r[8i+2l] * w[8i+2l])      (one fmul, one fma)
@@ -25,11 +26,15 @@ namespace detail {
 //   logit   = -inf where j is outside [ks, ke); NaN where a paged block-table entry is out of range.
 
 constexpr int kBlockKeys = 64;
-constexpr int kStages = 4;
 constexpr int kMaxPagedBlocksPerCta = 256;  // page ids of a paged CTA's chunk, prefetched to smem
 
+// Element type of q and k: e4m3 codes (1 byte) or bf16 (2 bytes). Rows are RB = d * bytes long.
+enum class Elem { kE4m3, kBf16 };
+template <Elem E>
+constexpr int kElemBytes = E == Elem::kBf16 ? 2 : 1;
+
 struct LogitsKernelParams {
-  const uint8_t* q;       // [nq, h, d]
+  const uint8_t* q;       // [nq, h, d] elements (bytes of e4m3 codes or bf16)
   const float* w;         // [nq, h]
   float* logits;          // [nq, ld]
   int64_t ld, nq, ncols;  // ncols: columns written per row
@@ -38,7 +43,7 @@ struct LogitsKernelParams {
   int h;
   bool paged;
   // prefill
-  const uint8_t* k;       // [nk, d]
+  const uint8_t* k;       // [nk, d] elements
   const float* k_scale;   // [nk]
   const int32_t* ks;      // [nq]
   const int32_t* ke;      // [nq]
@@ -53,6 +58,29 @@ struct LogitsKernelParams {
 
 template <int N>
 __device__ __forceinline__ void wgmma_e4m3(float (&d)[N / 2], uint64_t da, uint64_t db, int sd);
+template <int N>
+__device__ __forceinline__ void wgmma_bf16(float (&d)[N / 2], uint64_t da, uint64_t db, int sd);
+template <>
+__device__ __forceinline__ void wgmma_bf16<64>(float (&d)[32], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n64k16_bf16(d, da, db, sd);
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<128>(float (&d)[64], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n128k16_bf16(d, da, db, sd);
+}
+template <>
+__device__ __forceinline__ void wgmma_bf16<256>(float (&d)[128], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n256k16_bf16(d, da, db, sd);
+}
+// One k-step of 32 bytes of K.
+template <Elem E, int N>
+__device__ __forceinline__ void wgmma_step(float (&d)[N / 2], uint64_t da, uint64_t db, int sd) {
+  if constexpr (E == Elem::kBf16) {
+    wgmma_bf16<N>(d, da, db, sd);
+  } else {
+    wgmma_e4m3<N>(d, da, db, sd);
+  }
+}
 template <>
 __device__ __forceinline__ void wgmma_e4m3<64>(float (&d)[32], uint64_t da, uint64_t db, int sd) {
   wgmma_m64n64k32_e4m3(d, da, db, sd);
@@ -66,28 +94,42 @@ __device__ __forceinline__ void wgmma_e4m3<256>(float (&d)[128], uint64_t da, ui
   wgmma_m64n256k32_e4m3(d, da, db, sd);
 }
 
-template <int N, int NWG, int D>
-struct LogitsSmem {
-  static constexpr int kQBytes = NWG * N * D;
+// Shared memory of one CTA; kStages (key-block pipeline depth per warpgroup) is the largest of
+// 4, 3, 2 that fits 227 KB (bf16 at d = 128 with two 256-wide warpgroups: 2).
+template <int RB, int N, int NWG, int S>
+struct LogitsSmemS {
+  static constexpr int kStages = S;
+  static constexpr int kQBytes = NWG * N * RB;
   static constexpr int kWBytes = NWG * N * 4;
-  static constexpr int kKBytes = kBlockKeys * D;
+  static constexpr int kKBytes = kBlockKeys * RB;
   static constexpr int kSBytes = kBlockKeys * 4;
   static constexpr int kRows = NWG * N / 8;  // upper bound of rows per CTA (H >= 8)
   static constexpr int kOffW = kQBytes;
   static constexpr int kOffK = kOffW + kWBytes;
-  static constexpr int kOffS = kOffK + NWG * kStages * kKBytes;
-  static constexpr int kOffBad = kOffS + NWG * kStages * kSBytes;
-  static constexpr int kOffRows = kOffBad + NWG * kStages * 4;
+  static constexpr int kOffS = kOffK + NWG * S * kKBytes;
+  static constexpr int kOffBad = kOffS + NWG * S * kSBytes;
+  static constexpr int kOffRows = kOffBad + NWG * S * 4;
   static constexpr int kOffPid = kOffRows + 2 * kRows * 4;
   static constexpr int kTotal = kOffPid + kMaxPagedBlocksPerCta * 4;
 };
+constexpr int kMaxSmem = 227 * 1024;
+template <int RB, int N, int NWG>
+constexpr int pick_stages() {
+  return LogitsSmemS<RB, N, NWG, 4>::kTotal <= kMaxSmem   ? 4
+         : LogitsSmemS<RB, N, NWG, 3>::kTotal <= kMaxSmem ? 3
+                                                          : 2;
+}
+template <Elem E, int N, int NWG, int D>
+using LogitsSmem = LogitsSmemS<D * kElemBytes<E>, N, NWG, pick_stages<D * kElemBytes<E>, N, NWG>()>;
 
 // HT: heads known at compile time (0: read p.h at run time); the prefill instantiations fix it so
 // the epilogue's per-query grouping and tree are unrolled without run-time branches.
-template <int N, int NWG, int D, int HT>
+template <Elem E, int N, int NWG, int D, int HT>
 __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernelParams p) {
-  using L = LogitsSmem<N, NWG, D>;
+  using L = LogitsSmem<E, N, NWG, D>;
   constexpr int kThreads = NWG * 128;
+  constexpr int RB = D * kElemBytes<E>;  // bytes of one q or k row
+  constexpr int kStages = L::kStages;
   extern __shared__ __align__(1024) uint8_t smem[];
   uint8_t* q_s = smem;
   float* w_s = reinterpret_cast<float*>(smem + L::kOffW);
@@ -138,16 +180,16 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
     row_hi[r] = hi;
   }
   // Q tiles (K-major core-matrix layout) and weights; rows past the end are zero.
-  constexpr int kQChunks = NWG * N * (D / 16);
+  constexpr int kQChunks = NWG * N * (RB / 16);
   for (int c = tid; c < kQChunks; c += kThreads) {
-    const int g = c / (N * (D / 16));
-    const int cc = c % (N * (D / 16));
-    const int n = (cc & 7) + 8 * (cc / (8 * (D / 16)));
-    const int kc = (cc >> 3) % (D / 16);
+    const int g = c / (N * (RB / 16));
+    const int cc = c % (N * (RB / 16));
+    const int n = (cc & 7) + 8 * (cc / (8 * (RB / 16)));
+    const int kc = (cc >> 3) % (RB / 16);
     const int r = g * qpw + n / h;
     const bool ok = r < rows_valid;
-    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * D + kc * 16 : p.q;
-    cp_async_16(q_s + g * N * D + core_offset(n, kc, D), src, ok ? 16 : 0);
+    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
+    cp_async_16(q_s + g * N * RB + core_offset(n, kc, RB), src, ok ? 16 : 0);
   }
   for (int c = tid; c < NWG * N; c += kThreads) {
     const int g = c / N, n = c % N;
@@ -215,23 +257,23 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
     const float* sbase;
     int valid_rows;
     if (!p.paged) {
-      base = p.k + b * kBlockKeys * D;
+      base = p.k + b * kBlockKeys * RB;
       sbase = p.k_scale + b * kBlockKeys;
       valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
     } else {
       const int32_t pid = pid_s[b - c_lo];
       const bool ok = pid >= 0 && pid < p.num_pages;
       base = ok ? p.cache + static_cast<int64_t>(pid) * p.page_bytes : p.cache;
-      sbase = reinterpret_cast<const float*>(base + kBlockKeys * D);
+      sbase = reinterpret_cast<const float*>(base + kBlockKeys * RB);
       valid_rows = ok ? kBlockKeys : 0;
       if (wtid == 0) bad_wg[stage] = ok ? 0 : 1;
     }
 #pragma unroll
-    for (int c = wtid; c < kBlockKeys * (D / 16); c += 128) {
-      const int row = (c & 7) + 8 * (c / (8 * (D / 16)));
-      const int kc = (c >> 3) % (D / 16);
+    for (int c = wtid; c < kBlockKeys * (RB / 16); c += 128) {
+      const int row = (c & 7) + 8 * (c / (8 * (RB / 16)));
+      const int kc = (c >> 3) % (RB / 16);
       const bool ok = row < valid_rows;
-      cp_async_16(kd + core_offset(row, kc, D), ok ? base + row * D + kc * 16 : base, ok ? 16 : 0);
+      cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
     }
     if (wtid < kBlockKeys) {
       const bool ok = wtid < valid_rows;
@@ -245,7 +287,7 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
     cp_async_commit();
   }
 
-  const uint32_t q_addr = smem_u32(q_s + wg * N * D);
+  const uint32_t q_addr = smem_u32(q_s + wg * N * RB);
   float acc[N / 2];
   float u0[N / 8], u1[N / 8];
 
@@ -262,10 +304,10 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
     const uint32_t k_addr = smem_u32(k_wg + stage * L::kKBytes);
     wgmma_fence();
 #pragma unroll
-    for (int s = 0; s < D / 32; ++s) {
-      const uint64_t da = make_desc(k_addr + s * 256, 128, 8 * D);
-      const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * D);
-      wgmma_e4m3<N>(acc, da, db, s > 0 ? 1 : 0);
+    for (int s = 0; s < RB / 32; ++s) {  // k-steps of 32 bytes: 2 core matrices along K
+      const uint64_t da = make_desc(k_addr + s * 256, 128, 8 * RB);
+      const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * RB);
+      wgmma_step<E, N>(acc, da, db, s > 0 ? 1 : 0);
     }
     wgmma_commit();
     wgmma_wait<0>();
@@ -320,10 +362,11 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
   cp_async_wait<0>();
 }
 
-template <int N, int NWG, int D, int HT>
+template <Elem E, int N, int NWG, int D, int HT>
 Status launch_logits(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
-  using L = LogitsSmem<N, NWG, D>;
-  auto kernel = logits_kernel<N, NWG, D, HT>;
+  using L = LogitsSmem<E, N, NWG, D>;
+  static_assert(L::kTotal <= kMaxSmem, "logits kernel shared memory");
+  auto kernel = logits_kernel<E, N, NWG, D, HT>;
   INDEXLAB_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
   kernel<<<grid, NWG * 128, L::kTotal, stream>>>(kp);
@@ -331,20 +374,20 @@ Status launch_logits(const LogitsKernelParams& kp, dim3 grid, cudaStream_t strea
   return Status::Ok();
 }
 
-template <int N, int NWG>
+template <Elem E, int N, int NWG>
 Status launch_logits_d(const LogitsKernelParams& kp, int d, dim3 grid, cudaStream_t stream) {
-  if (d == 64) return launch_logits<N, NWG, 64, 0>(kp, grid, stream);
-  return launch_logits<N, NWG, 128, 0>(kp, grid, stream);
+  if (d == 64) return launch_logits<E, N, NWG, 64, 0>(kp, grid, stream);
+  return launch_logits<E, N, NWG, 128, 0>(kp, grid, stream);
 }
 
-template <int D>
+template <Elem E, int D>
 Status launch_prefill_h(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
   switch (kp.h) {
-    case 8: return launch_logits<256, 2, D, 0>(kp, grid, stream);  // HT = 8 would spill
-    case 16: return launch_logits<256, 2, D, 16>(kp, grid, stream);
-    case 32: return launch_logits<256, 2, D, 32>(kp, grid, stream);
-    case 64: return launch_logits<256, 2, D, 64>(kp, grid, stream);
-    default: return launch_logits<256, 2, D, 128>(kp, grid, stream);
+    case 8: return launch_logits<E, 256, 2, D, 0>(kp, grid, stream);  // HT = 8 would spill
+    case 16: return launch_logits<E, 256, 2, D, 16>(kp, grid, stream);
+    case 32: return launch_logits<E, 256, 2, D, 32>(kp, grid, stream);
+    case 64: return launch_logits<E, 256, 2, D, 64>(kp, grid, stream);
+    default: return launch_logits<E, 256, 2, D, 128>(kp, grid, stream);
   }
 }
 
@@ -370,8 +413,11 @@ int64_t choose_blocks_per_cta(int64_t ctas_rows, int64_t n_blocks, int64_t waves
   return bpc;
 }
 
-// ---- wgmma probe: one m64n8k32 e4m3 instruction -------------------------------------------
+// ---- wgmma probes: one m64n8k32 e4m3 or m64n8k16 bf16 instruction ---------------------------
 
+// a: [64 rows, 32 bytes], b: [8 rows, 32 bytes]: one instruction's K (32 e4m3 codes or 16 bf16,
+// little-endian) per row; c, d: [64, 8] fp32 row-major.
+template <Elem E>
 __global__ void probe_kernel(const uint8_t* a, const uint8_t* b, const float* c, float* d, int scale_d) {
   __shared__ __align__(256) uint8_t a_s[64 * 32];
   __shared__ __align__(256) uint8_t b_s[8 * 32];
@@ -391,7 +437,12 @@ __global__ void probe_kernel(const uint8_t* a, const uint8_t* b, const float* c,
   float acc[4] = {c[r0 * 8 + col], c[r0 * 8 + col + 1], c[(r0 + 8) * 8 + col],
                   c[(r0 + 8) * 8 + col + 1]};
   wgmma_fence();
-  wgmma_m64n8k32_e4m3(acc, make_desc(smem_u32(a_s), 128, 256), make_desc(smem_u32(b_s), 128, 256), scale_d);
+  const uint64_t da = make_desc(smem_u32(a_s), 128, 256), db = make_desc(smem_u32(b_s), 128, 256);
+  if constexpr (E == Elem::kBf16) {
+    wgmma_m64n8k16_bf16(acc, da, db, scale_d);
+  } else {
+    wgmma_m64n8k32_e4m3(acc, da, db, scale_d);
+  }
   wgmma_commit();
   wgmma_wait<0>();
   fence_acc(acc);
@@ -401,16 +452,26 @@ __global__ void probe_kernel(const uint8_t* a, const uint8_t* b, const float* c,
   d[(r0 + 8) * 8 + col + 1] = acc[3];
 }
 
-// ---- ceiling: back-to-back m64n256k32 from shared memory ------------------------------------
+// ---- ceiling: back-to-back m64n256k32 e4m3 / m64n256k16 bf16 from shared memory -------------
 
+template <Elem E>
 __global__ void __launch_bounds__(256, 1) wgmma_peak_kernel(int iters, float* sink) {
   extern __shared__ __align__(1024) uint8_t smem[];
   const int tid = threadIdx.x;
-  // Non-zero, finite e4m3 codes (never time on zeros).
-  for (int i = tid; i < (64 + 256) * 128; i += 256) {
-    uint32_t x = i * 2654435761u + 12345u;
-    uint8_t v = static_cast<uint8_t>((x >> 13) & 0x6F) | 0x08;
-    smem[i] = v ^ ((x >> 7) & 0x80);
+  // Non-zero, finite codes (never time on zeros).
+  if constexpr (E == Elem::kBf16) {
+    uint16_t* s16 = reinterpret_cast<uint16_t*>(smem);
+    for (int i = tid; i < (64 + 256) * 64; i += 256) {
+      uint32_t x = i * 2654435761u + 12345u;
+      const uint16_t e = static_cast<uint16_t>(120 + ((x >> 13) % 15));  // 2^-7 .. 2^7
+      s16[i] = static_cast<uint16_t>(((x >> 7) & 1) << 15 | e << 7 | ((x >> 20) & 0x7F));
+    }
+  } else {
+    for (int i = tid; i < (64 + 256) * 128; i += 256) {
+      uint32_t x = i * 2654435761u + 12345u;
+      uint8_t v = static_cast<uint8_t>((x >> 13) & 0x6F) | 0x08;
+      smem[i] = v ^ ((x >> 7) & 0x80);
+    }
   }
   fence_proxy_async();
   __syncthreads();
@@ -424,7 +485,7 @@ __global__ void __launch_bounds__(256, 1) wgmma_peak_kernel(int iters, float* si
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < 4; ++s)
-      wgmma_m64n256k32_e4m3(acc, make_desc(a + s * 256, 128, 1024), make_desc(b + s * 256, 128, 1024), 1);
+      wgmma_step<E, 256>(acc, make_desc(a + s * 256, 128, 1024), make_desc(b + s * 256, 128, 1024), 1);
     wgmma_commit();
     wgmma_wait<0>();
   }
@@ -435,19 +496,18 @@ __global__ void __launch_bounds__(256, 1) wgmma_peak_kernel(int iters, float* si
   if (s == 1.2345f) sink[tid] = s;  // keep the work observable
 }
 
-}  // namespace detail
+// ---- launchers shared by both element types --------------------------------------------------
 
-using namespace detail;
-
-Status launch_mqa_logits_fp8(const LogitsParams& p) {
+template <Elem E, typename P>
+Status launch_mqa_logits_impl(const P& p, const char* what) {
   INDEXLAB_RETURN_IF_ERROR(can_implement(p.h, p.d, 1));
   if (p.nq < 0 || p.nk < 0) return error("nq and nk must be >= 0");
   if (p.ld < p.nk) return error("ld = ", p.ld, " is smaller than nk = ", p.nk);
   if (p.nq == 0 || p.nk == 0) return Status::Ok();
   if (!p.q || !p.k || !p.k_scale || !p.w || !p.ks || !p.ke || !p.logits)
-    return error("LogitsParams: a device pointer is null");
+    return error(what, ": a device pointer is null");
   LogitsKernelParams kp{};
-  kp.q = p.q;
+  kp.q = reinterpret_cast<const uint8_t*>(p.q);
   kp.w = p.w;
   kp.logits = p.logits;
   kp.ld = p.ld;
@@ -456,7 +516,7 @@ Status launch_mqa_logits_fp8(const LogitsParams& p) {
   kp.n_blocks = (p.nk + kBlockKeys - 1) / kBlockKeys;
   kp.h = p.h;
   kp.paged = false;
-  kp.k = p.k;
+  kp.k = reinterpret_cast<const uint8_t*>(p.k);
   kp.k_scale = p.k_scale;
   kp.ks = p.ks;
   kp.ke = p.ke;
@@ -469,10 +529,11 @@ Status launch_mqa_logits_fp8(const LogitsParams& p) {
   if (chunks > 65535) return error("nk = ", p.nk, " is too large");
   dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
-  return p.d == 64 ? launch_prefill_h<64>(kp, grid, st) : launch_prefill_h<128>(kp, grid, st);
+  return p.d == 64 ? launch_prefill_h<E, 64>(kp, grid, st) : launch_prefill_h<E, 128>(kp, grid, st);
 }
 
-Status launch_paged_logits_fp8(const PagedLogitsParams& p) {
+template <Elem E, typename P>
+Status launch_paged_logits_impl(const P& p, const char* what) {
   INDEXLAB_RETURN_IF_ERROR(can_implement(p.h, p.d, 1));
   if (p.next_n < 1) return error("next_n = ", p.next_n, " must be >= 1");
   if (p.batch < 0 || p.max_pages < 0 || p.num_pages < 0) return error("negative paged sizes");
@@ -480,9 +541,9 @@ Status launch_paged_logits_fp8(const PagedLogitsParams& p) {
     return error("ld = ", p.ld, " is smaller than max_pages * 64 = ", p.max_pages * kBlockKeys);
   if (p.batch == 0 || p.max_pages == 0) return Status::Ok();
   if (!p.q || !p.w || !p.cache || !p.block_table || !p.context_lens || !p.logits)
-    return error("PagedLogitsParams: a device pointer is null");
+    return error(what, ": a device pointer is null");
   LogitsKernelParams kp{};
-  kp.q = p.q;
+  kp.q = reinterpret_cast<const uint8_t*>(p.q);
   kp.w = p.w;
   kp.logits = p.logits;
   kp.ld = p.ld;
@@ -496,7 +557,7 @@ Status launch_paged_logits_fp8(const PagedLogitsParams& p) {
   kp.context_lens = p.context_lens;
   kp.max_pages = p.max_pages;
   kp.num_pages = p.num_pages;
-  kp.page_bytes = static_cast<int64_t>(kBlockKeys) * (p.d + 4);
+  kp.page_bytes = static_cast<int64_t>(kBlockKeys) * (static_cast<int64_t>(p.d) * kElemBytes<E> + 4);
   kp.next_n = p.next_n;
   const int cols = p.next_n * p.h;
   int n, nwg;
@@ -519,14 +580,36 @@ Status launch_paged_logits_fp8(const PagedLogitsParams& p) {
   if (chunks > 65535) return error("max_pages = ", p.max_pages, " is too large");
   dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
-  if (n == 64) return launch_logits_d<64, 1>(kp, p.d, grid, st);
-  if (n == 128) return launch_logits_d<128, 1>(kp, p.d, grid, st);
-  if (nwg == 1) return launch_logits_d<256, 1>(kp, p.d, grid, st);
-  return launch_logits_d<256, 2>(kp, p.d, grid, st);
+  if (n == 64) return launch_logits_d<E, 64, 1>(kp, p.d, grid, st);
+  if (n == 128) return launch_logits_d<E, 128, 1>(kp, p.d, grid, st);
+  if (nwg == 1) return launch_logits_d<E, 256, 1>(kp, p.d, grid, st);
+  return launch_logits_d<E, 256, 2>(kp, p.d, grid, st);
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+Status launch_mqa_logits_fp8(const LogitsParams& p) {
+  return launch_mqa_logits_impl<Elem::kE4m3>(p, "LogitsParams");
+}
+
+Status launch_paged_logits_fp8(const PagedLogitsParams& p) {
+  return launch_paged_logits_impl<Elem::kE4m3>(p, "PagedLogitsParams");
+}
+
+Status launch_mqa_logits_bf16(const LogitsBf16Params& p) {
+  return launch_mqa_logits_impl<Elem::kBf16>(p, "LogitsBf16Params");
+}
+
+Status launch_paged_logits_bf16(const PagedLogitsBf16Params& p) {
+  return launch_paged_logits_impl<Elem::kBf16>(p, "PagedLogitsBf16Params");
 }
 
 namespace detail {
-Status run_probe(const uint8_t* a, const uint8_t* b, const float* c, float* d, int scale_d) {
+// One probe instruction on host data (bytes: a [64 * 32], b [8 * 32]); bf16 picks m64n8k16 bf16.
+Status run_probe_elem(bool bf16, const uint8_t* a, const uint8_t* b, const float* c, float* d,
+                      int scale_d) {
   uint8_t *da = nullptr, *db = nullptr;
   float *dc = nullptr, *dd = nullptr;
   Status st;
@@ -539,7 +622,11 @@ Status run_probe(const uint8_t* a, const uint8_t* b, const float* c, float* d, i
     INDEXLAB_CUDA_CHECK(cudaMemcpy(db, b, 8 * 32, cudaMemcpyHostToDevice));
     INDEXLAB_CUDA_CHECK(cudaMemcpy(dc, c, 64 * 8 * 4, cudaMemcpyHostToDevice));
     INDEXLAB_CUDA_CHECK(cudaMemset(dd, 0xFF, 64 * 8 * 4));
-    probe_kernel<<<1, 128>>>(da, db, dc, dd, scale_d);
+    if (bf16) {
+      probe_kernel<Elem::kBf16><<<1, 128>>>(da, db, dc, dd, scale_d);
+    } else {
+      probe_kernel<Elem::kE4m3><<<1, 128>>>(da, db, dc, dd, scale_d);
+    }
     INDEXLAB_CUDA_CHECK(cudaGetLastError());
     INDEXLAB_CUDA_CHECK(cudaMemcpy(d, dd, 64 * 8 * 4, cudaMemcpyDeviceToHost));
     return Status::Ok();
@@ -552,13 +639,27 @@ Status run_probe(const uint8_t* a, const uint8_t* b, const float* c, float* d, i
   return st;
 }
 
-Status launch_wgmma_peak(int iters, float* sink, int ctas, cudaStream_t stream) {
+Status run_probe(const uint8_t* a, const uint8_t* b, const float* c, float* d, int scale_d) {
+  return run_probe_elem(false, a, b, c, d, scale_d);
+}
+
+Status launch_wgmma_peak_elem(bool bf16, int iters, float* sink, int ctas, cudaStream_t stream) {
   const int smem = (64 + 256) * 128;
-  INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(wgmma_peak_kernel,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  wgmma_peak_kernel<<<ctas, 256, smem, stream>>>(iters, sink);
+  if (bf16) {
+    INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(wgmma_peak_kernel<Elem::kBf16>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    wgmma_peak_kernel<Elem::kBf16><<<ctas, 256, smem, stream>>>(iters, sink);
+  } else {
+    INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(wgmma_peak_kernel<Elem::kE4m3>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    wgmma_peak_kernel<Elem::kE4m3><<<ctas, 256, smem, stream>>>(iters, sink);
+  }
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
+}
+
+Status launch_wgmma_peak(int iters, float* sink, int ctas, cudaStream_t stream) {
+  return launch_wgmma_peak_elem(false, iters, sink, ctas, stream);
 }
 }  // namespace detail
 

@@ -1,4 +1,4 @@
-/// Bit-exact CPU emulation of indexlab's sm90 fp8 DSA logits kernel (cuda/sm90_logits.cu).
+/// Bit-exact CPU emulation of indexlab's sm90 fp8 and bf16 DSA logits kernel (cuda/sm90_logits.cu).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -18,12 +18,17 @@ namespace indexlab::ref {
 ///   logit  = total * s + 0        (the +0 turns a -0 product into +0)
 /// q: [h, d] and k: [d] hold e4m3 values (decoded), w: [h]; h in {8, 16, ..., 128}.
 float emulate_sm90_dsa_logit(const float* q, const float* w, int h, int d, const float* k, float s);
+/// The same for the bf16 kernel: dot[h] = wgmma_bf16_dot(q[h,:], k[:], d, +0) (16-wide chunks,
+/// tc_emulation.h), then the identical epilogue. q and k hold bf16 values.
+float emulate_sm90_dsa_logit_bf16(const float* q, const float* w, int h, int d, const float* k, float s);
 
-/// Logits [nq, nk] of cuda::dsa_fp8 on fp8 Inputs: the pair logit inside [ks, ke), -inf outside.
+/// Logits [nq, nk] of cuda::dsa_fp8 on fp8 Inputs (cuda::dsa_bf16 on bf16 Inputs): the pair
+/// logit inside [ks, ke), -inf outside.
 /// threads: OpenMP threads (0: default).
 Status emulate_sm90_dsa_logits(const Inputs& in, std::vector<float>* logits, int threads = 0);
 
-/// Logits [rows, max_pages * 64] of cuda::dsa_paged_fp8 by position: the pair logit for visible
+/// Logits [rows, max_pages * 64] of cuda::dsa_paged_fp8 (dsa_paged_bf16 on bf16 PagedInputs,
+/// whose pages hold bf16 elements) by position: the pair logit for visible
 /// positions t < min(ctx, ctx - next_n + r + 1), -inf elsewhere.
 Status emulate_sm90_paged_logits(const PagedInputs& in, std::vector<float>* logits, int threads = 0);
 

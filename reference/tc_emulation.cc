@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace indexlab::ref {
 namespace {
@@ -87,7 +88,18 @@ float wgmma_fp8_dot(const float* a, const float* b, int n, float acc) {
 }
 
 float wgmma_bf16_chunk(const float* a, const float* b, int n, float acc) {
-  return aligned_truncated_chunk(a, b, n, acc, 25, 24, INT32_MIN);
+  return aligned_truncated_chunk(a, b, n, acc, 25, 24, /*bf16 min normal exponent*/ -126);
+}
+
+float tc_chunk(const float* a, const float* b, int n, float acc, const TcChunkModel& m) {
+  const int min_e = m.operand_exponents ? m.operand_min_exponent : INT32_MIN;
+  if (!m.ftz_operands) return aligned_truncated_chunk(a, b, n, acc, m.align_bits, m.result_bits, min_e);
+  std::vector<float> fa(a, a + n), fb(b, b + n);
+  for (int t = 0; t < n; ++t) {
+    if (std::fpclassify(fa[t]) == FP_SUBNORMAL) fa[t] = 0.0f;
+    if (std::fpclassify(fb[t]) == FP_SUBNORMAL) fb[t] = 0.0f;
+  }
+  return aligned_truncated_chunk(fa.data(), fb.data(), n, acc, m.align_bits, m.result_bits, min_e);
 }
 
 float wgmma_bf16_dot(const float* a, const float* b, int n, float acc) {
