@@ -1,0 +1,784 @@
+// Hopper HISA kernels against the CPU: candidate-gather logits (tile / list, flat / paged) and the
+// index remap bit-exact to the sm90 emulation, hisa_fp8 / hisa_paged_fp8 bit-exact to
+// ref::emulate_sm90_hisa (index, score, logits), determinism, the incremental pooled cache, and
+// the emulation judged against the reference (CPU only).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "compare/judge.h"
+#include "compare/problem.h"
+#include "cuda/api.h"
+#include "cuda/sparse.h"
+#include "reference/emulate_sm90_dsa.h"
+#include "reference/emulate_sm90_sparse.h"
+#include "reference/numerics.h"
+#include "reference/problem.h"
+#include "reference/quant.h"
+
+#if INDEXLAB_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "cuda/hisa.h"
+#include "cuda/sparse_detail.h"
+#endif
+
+namespace indexlab {
+namespace {
+
+using ref::Inputs;
+using ref::Options;
+using ref::PagedInputs;
+using ref::Result;
+
+#define SKIP_WITHOUT_GPU()                                   \
+  do {                                                       \
+    std::string why;                                         \
+    if (!cuda::device_available(&why)) GTEST_SKIP() << why;  \
+  } while (0)
+
+uint64_t seed_for(const char* name) {
+  static const uint64_t base = [] {
+    const char* e = std::getenv("INDEXLAB_SEED");
+    const uint64_t v = e ? std::strtoull(e, nullptr, 10) : 20261128ull;
+    std::printf("[hisa tests] INDEXLAB_SEED = %llu\n", static_cast<unsigned long long>(v));
+    return v;
+  }();
+  uint64_t h = base ^ 0x9E3779B97F4A7C15ull;
+  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
+  return h;
+}
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+[[maybe_unused]] bool same_float(float a, float b) { return bits(a) == bits(b) || (a == 0.0f && b == 0.0f); }
+
+enum class Values { kNormal, kNarrow, kTies };
+
+/// A flat fp8 problem: rows given by (ks, ke, seq_end, block_origin); empty ks = causal end.
+struct FlatCase {
+  int64_t nq = 8, nk = 512;
+  int h = 16, d = 64, k = 64;
+  Values values = Values::kNormal;
+  std::vector<int32_t> ks, ke, seq_end, origin;
+};
+
+Inputs make_flat(const FlatCase& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> narrow(1.0f, 1.25f), uw(-1.0f, 1.0f), upos(0.05f, 1.0f);
+  ref::RawInputs raw;
+  raw.shape = ref::Shape{c.nq, c.nk, c.h, c.d, c.k};
+  raw.q.resize(static_cast<size_t>(c.nq * c.h * c.d));
+  raw.k.resize(static_cast<size_t>(c.nk * c.d));
+  raw.w.resize(static_cast<size_t>(c.nq * c.h));
+  if (c.values == Values::kNarrow) {
+    for (auto& v : raw.q) v = narrow(rng);
+    for (auto& v : raw.k) v = narrow(rng);
+    for (auto& v : raw.w) v = upos(rng);
+  } else {
+    for (auto& v : raw.q) v = nd(rng) * 1.37f;
+    for (auto& v : raw.w) v = uw(rng) * 0.83f + 0.1f;
+    if (c.values == Values::kTies) {
+      std::vector<float> proto(static_cast<size_t>(4 * c.d));
+      for (auto& v : proto) v = nd(rng);
+      for (int64_t j = 0; j < c.nk; ++j) {
+        const int64_t p = rng() % 4;
+        std::copy(proto.begin() + p * c.d, proto.begin() + (p + 1) * c.d, raw.k.begin() + j * c.d);
+      }
+    } else {
+      for (auto& v : raw.k) v = nd(rng) * 0.91f + 0.05f;
+    }
+  }
+  if (c.ks.empty()) {
+    raw.ks.assign(static_cast<size_t>(c.nq), 0);
+    raw.ke.resize(static_cast<size_t>(c.nq));
+    for (int64_t i = 0; i < c.nq; ++i)
+      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(c.nk - c.nq + i + 1, 0, c.nk));
+  } else {
+    raw.ks = c.ks;
+    raw.ke = c.ke;
+  }
+  raw.seq_end = c.seq_end;
+  raw.block_origin = c.origin;
+  Inputs in;
+  Status st = ref::quantize_inputs(raw, ref::Precision::kFp8, ref::QuantizeOptions{}, &in);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return in;
+}
+
+/// A paged fp8 problem: shuffled pages, unused block-table entries -7.
+PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
+                       uint64_t seed, int extra_pages = 1) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  PagedInputs in;
+  in.precision = ref::Precision::kFp8;
+  in.h = h;
+  in.d = d;
+  in.k = k;
+  in.next_n = next_n;
+  in.batch = batch;
+  int64_t maxp = 1;
+  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
+  in.max_pages = maxp + extra_pages;
+  in.num_pages = batch * in.max_pages + 3;
+  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
+  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<uint8_t> codes(static_cast<size_t>(d));
+  for (int64_t p = 0; p < in.num_pages; ++p) {
+    uint8_t* base = in.cache.data() + p * in.page_bytes();
+    for (int t = 0; t < 64; ++t) {
+      for (auto& v : row) v = nd(rng) + 0.1f;
+      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
+      std::memcpy(base + t * d, codes.data(), d);
+      std::memcpy(base + 64 * d + t * 4, &s, 4);
+    }
+  }
+  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t p = 0; p < in.max_pages && next < in.num_pages; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
+  in.context_lens = ctx;
+  const int64_t rows = batch * next_n;
+  in.q.resize(static_cast<size_t>(rows * h * d));
+  in.w.resize(static_cast<size_t>(rows * h));
+  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int hh = 0; hh < h; ++hh) {
+      for (auto& v : row) v = nd(rng) * 1.3f;
+      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
+                                             codes.data());
+      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
+      in.w[r * h + hh] = (uw(rng) * 0.9f + 0.1f) * s;
+    }
+  return in;
+}
+
+[[maybe_unused]] std::vector<uint8_t> codes_of(const std::vector<float>& v) {
+  std::vector<uint8_t> c(v.size());
+  for (size_t i = 0; i < v.size(); ++i) c[i] = ref::float_to_e4m3_satfinite(v[i]);
+  return c;
+}
+
+// ---- CPU: the emulation judged against the reference -----------------------------------------
+
+void expect_judged(const compare::Problem& p, Result&& emu, const std::string& what) {
+  compare::JudgeOptions jo;
+  ASSERT_TRUE(compare::tolerance_by_name("tensor_core", p.h(), p.d(), &jo.tolerance).ok());
+  compare::Report rep;
+  const auto cand = compare::to_candidate_output(std::move(emu), p.options.index_base);
+  Status st = compare::judge(p, cand, jo, &rep);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  std::string worst;
+  for (const auto& v : rep.selection.worst) worst += " row " + std::to_string(v.row) + ": " + v.diagnosis + ";";
+  EXPECT_TRUE(rep.selection.passed(false)) << what << ": bound-aware " << rep.selection.bound_aware << " of "
+                                           << rep.selection.rows_judged << ", invalid " << rep.selection.invalid
+                                           << worst;
+}
+
+TEST(Sm90HisaEmulation, JudgedAgainstReferenceFlat) {
+  for (auto align : {ref::BlockAlign::kSequence, ref::BlockAlign::kRelease}) {
+    FlatCase c;
+    c.nq = 24;
+    c.nk = 1400;
+    c.h = 16;
+    c.d = 64;
+    c.k = 100;
+    compare::Problem p;
+    p.path = ref::Path::kHisa;
+    p.options.hisa_block = 64;
+    p.options.hisa_m = 6;
+    p.options.align = align;
+    p.flat = make_flat(c, seed_for("judgeflat"));
+    Result emu;
+    ASSERT_TRUE(ref::emulate_sm90_hisa(p.flat, p.options, &emu).ok());
+    expect_judged(p, std::move(emu), align == ref::BlockAlign::kSequence ? "sequence" : "release");
+  }
+}
+
+TEST(Sm90HisaEmulation, JudgedAgainstReferencePaged) {
+  compare::Problem p;
+  p.path = ref::Path::kHisa;
+  p.paged = true;
+  p.options.hisa_block = 64;
+  p.options.hisa_m = 4;
+  p.paged_in = make_paged(3, 2, 16, 64, 50, {700, 129, 3}, seed_for("judgepaged"));
+  Result emu;
+  ASSERT_TRUE(ref::emulate_sm90_hisa_paged(p.paged_in, p.options, &emu).ok());
+  expect_judged(p, std::move(emu), "paged");
+}
+
+TEST(Sm90Hisa, RefusesUnsupportedOptions) {
+  FlatCase c;
+  Inputs in = make_flat(c, 3);
+  Options o;
+  o.hisa_block = 96;
+  o.hisa_m = 8;
+  Status st = cuda::can_implement_sparse(ref::Path::kHisa, in, o);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("hisa_block"), std::string::npos) << st.message();
+  Result r;
+  EXPECT_FALSE(cuda::hisa_fp8(in, o, &r).ok());
+  o.hisa_block = 64;
+  o.strict_pooling = true;
+  EXPECT_FALSE(cuda::hisa_fp8(in, o, &r).ok());
+}
+
+#if INDEXLAB_HAVE_CUDA
+
+/// Owning device buffer for the tests.
+template <typename T>
+struct Dev {
+  T* p = nullptr;
+  size_t n = 0;
+  Dev() = default;
+  explicit Dev(const std::vector<T>& v) { up(v); }
+  Dev(const Dev&) = delete;
+  Dev& operator=(const Dev&) = delete;
+  ~Dev() {
+    if (p) cudaFree(p);
+  }
+  void alloc(size_t m, int byte = 0xFF) {
+    if (p) cudaFree(p);
+    p = nullptr;
+    n = m;
+    ASSERT_EQ(cudaMalloc(&p, std::max<size_t>(1, m) * sizeof(T)), cudaSuccess);
+    ASSERT_EQ(cudaMemset(p, byte, std::max<size_t>(1, m) * sizeof(T)), cudaSuccess);  // poison
+  }
+  void up(const std::vector<T>& v) {
+    alloc(v.size());
+    if (!v.empty()) {
+      ASSERT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    }
+  }
+  std::vector<T> down() const {
+    std::vector<T> v(n);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    if (n) {
+      EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    }
+    return v;
+  }
+};
+
+// ---- Gather logits ----------------------------------------------------------------------------
+
+TEST(Sm90Gather, TileModeFlatBitExact) {
+  SKIP_WITHOUT_GPU();
+  for (int d : {64, 128})
+    for (int h : {8, 16, 32, 64, 128}) {
+      FlatCase c;
+      c.nq = 7;
+      c.nk = 700;
+      c.h = h;
+      c.d = d;
+      const std::string what = "h" + std::to_string(h) + "_d" + std::to_string(d);
+      Inputs in = make_flat(c, seed_for(what.c_str()));
+      std::mt19937_64 rng(seed_for(("t" + what).c_str()));
+      const int64_t mt = 9;
+      std::vector<int32_t> ts(c.nq * mt), lo(c.nq), hi(c.nq);
+      for (int64_t r = 0; r < c.nq; ++r) {
+        lo[r] = static_cast<int32_t>(rng() % 200);
+        hi[r] = static_cast<int32_t>(lo[r] + rng() % 600);
+        if (r == 0) {
+          hi[r] = lo[r];  // empty row
+        }
+        if (r == 1) {
+          lo[r] = 0;
+          hi[r] = 700;
+        }
+        for (int64_t t = 0; t < mt; ++t) {
+          const int64_t x = static_cast<int64_t>(rng() % 760) - 30;
+          ts[r * mt + t] = x < 0 ? -1 : static_cast<int32_t>(x);  // unaligned, past nk, -1
+        }
+        ts[r * mt + 0] = std::max(0, lo[r] - 1);  // tile boundary -1
+        ts[r * mt + 1] = std::max(0, hi[r] - 63);  // last visible key in its last column
+      }
+      Dev<uint8_t> dq(codes_of(in.q)), dk(codes_of(in.k));
+      Dev<float> dw(in.w), ds(in.k_scale), dl;
+      Dev<int32_t> dts(ts), dlo(lo), dhi(hi);
+      const int64_t ld = mt * 64 + 5;
+      dl.alloc(c.nq * ld);
+      cuda::GatherLogitsParams gp;
+      gp.q = dq.p;
+      gp.w = dw.p;
+      gp.k = dk.p;
+      gp.k_scale = ds.p;
+      gp.nk = c.nk;
+      gp.lo = dlo.p;
+      gp.hi = dhi.p;
+      gp.tile_start = dts.p;
+      gp.max_tiles = mt;
+      gp.logits = dl.p;
+      gp.ld = ld;
+      gp.nq = c.nq;
+      gp.h = h;
+      gp.d = d;
+      Status st = cuda::launch_gather_logits_fp8(gp);
+      ASSERT_TRUE(st.ok()) << st.message();
+      const std::vector<float> out = dl.down();
+      int64_t bad = 0;
+      for (int64_t r = 0; r < c.nq; ++r) {
+        for (int64_t col = 0; col < ld; ++col) {
+          const float g = out[r * ld + col];
+          if (col >= mt * 64) {
+            if (bits(g) != 0xFFFFFFFFu) ++bad;  // past the written columns: untouched
+            continue;
+          }
+          const int32_t s = ts[r * mt + col / 64];
+          const int64_t key = s < 0 ? -1 : s + col % 64;
+          float e = -INFINITY;
+          if (key >= lo[r] && key < hi[r] && key < c.nk && key >= 0)
+            e = ref::emulate_sm90_dsa_logit(&in.q[r * h * d], &in.w[r * h], h, d, &in.k[key * d], in.k_scale[key]);
+          if (bits(g) != bits(e) && bad++ < 5)
+            ADD_FAILURE() << what << ": row " << r << " col " << col << " key " << key << " gpu " << g << " emu " << e;
+        }
+      }
+      EXPECT_EQ(bad, 0) << what;
+    }
+}
+
+TEST(Sm90Gather, ListModePagedBitExactWithBadPages) {
+  SKIP_WITHOUT_GPU();
+  for (int nn : {1, 3}) {
+    PagedInputs pg = make_paged(3, nn, 64, 128, 16, {300, 64, 130}, seed_for("listpaged") + nn);
+    pg.block_table[2 * pg.max_pages + 1] = 1 << 28;  // sequence 2, positions 64..127: out of range
+    std::mt19937_64 rng(seed_for("listcand") + nn);
+    const int64_t rows = pg.rows(), ncand = 150;
+    std::vector<int32_t> cand(rows * ncand), lo(rows, 0), hi(rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t ctx = pg.context_lens[r / nn];
+      hi[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(ctx, ctx - nn + (r % nn) + 1)));
+      for (int64_t c = 0; c < ncand; ++c) {
+        const int64_t x = static_cast<int64_t>(rng() % 420) - 40;  // -1s, unsorted, beyond ctx
+        cand[r * ncand + c] = x < 0 ? -1 : static_cast<int32_t>(x);
+      }
+    }
+    Dev<uint8_t> dq(codes_of(pg.q)), dc(pg.cache);
+    Dev<float> dw(pg.w), dl;
+    Dev<int32_t> dbt(pg.block_table), dcand(cand), dlo(lo), dhi(hi);
+    dl.alloc(rows * ncand);
+    cuda::GatherLogitsParams gp;
+    gp.q = dq.p;
+    gp.w = dw.p;
+    gp.cache = dc.p;
+    gp.block_table = dbt.p;
+    gp.max_pages = pg.max_pages;
+    gp.num_pages = pg.num_pages;
+    gp.next_n = nn;
+    gp.lo = dlo.p;
+    gp.hi = dhi.p;
+    gp.cand = dcand.p;
+    gp.ncand = ncand;
+    gp.logits = dl.p;
+    gp.ld = ncand;
+    gp.nq = rows;
+    gp.h = pg.h;
+    gp.d = pg.d;
+    Status st = cuda::launch_gather_logits_fp8(gp);
+    ASSERT_TRUE(st.ok()) << st.message();
+    const std::vector<float> out = dl.down();
+    const int d = pg.d, h = pg.h;
+    std::vector<float> kv(d);
+    int64_t bad = 0, nans = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < ncand; ++c) {
+        const int32_t key = cand[r * ncand + c];
+        float e = -INFINITY;
+        if (key >= lo[r] && key < hi[r]) {
+          const int32_t page = pg.block_table[(r / nn) * pg.max_pages + key / 64];
+          if (page < 0 || page >= pg.num_pages) {
+            e = NAN;
+          } else {
+            const uint8_t* base = pg.cache.data() + page * pg.page_bytes();
+            for (int x = 0; x < d; ++x) kv[x] = ref::e4m3_to_float(base[(key % 64) * d + x]);
+            float s;
+            std::memcpy(&s, base + 64 * d + (key % 64) * 4, 4);
+            e = ref::emulate_sm90_dsa_logit(&pg.q[r * h * d], &pg.w[r * h], h, d, kv.data(), s);
+          }
+        }
+        const float g = out[r * ncand + c];
+        if (std::isnan(e)) {
+          ++nans;
+          if (!std::isnan(g) && bad++ < 5) ADD_FAILURE() << "row " << r << " col " << c << ": expected NaN, got " << g;
+        } else if (bits(g) != bits(e) && bad++ < 5) {
+          ADD_FAILURE() << "next_n " << nn << " row " << r << " col " << c << " key " << key << " gpu " << g
+                        << " emu " << e;
+        }
+      }
+    EXPECT_EQ(bad, 0);
+    EXPECT_GT(nans, 0) << "the bad page was never visible";
+  }
+}
+
+TEST(Sm90Gather, RemapTileListAndPaged) {
+  SKIP_WITHOUT_GPU();
+  const int64_t rows = 3, mt = 2, k = 5;
+  std::vector<int32_t> ts = {100, -1, 7, 200, -1, -1};
+  std::vector<int32_t> idx = {0, 63, 64, 127, -1, 5, 64, 70, -1, -1, 3, 0, 0, 0, 0};
+  std::vector<int32_t> base = {10, 0, 1};
+  std::vector<int32_t> expect = {90, 153, -1, -1, -1, 7 - 0 + 5 - 0, 200, 206, -1, -1, -1, -1, -1, -1, -1};
+  Dev<int32_t> dts(ts), di(idx), db(base);
+  cuda::RemapParams rp;
+  rp.index = di.p;
+  rp.rows = rows;
+  rp.k = k;
+  rp.tile_start = dts.p;
+  rp.max_tiles = mt;
+  rp.base = db.p;
+  ASSERT_TRUE(cuda::launch_remap_indices(rp).ok());
+  EXPECT_EQ(di.down(), expect);
+  // List mode with a paged block table (absolute slots).
+  std::vector<int32_t> cand = {5, 70, -1, 130, 0, 64};  // [2 rows (one sequence each), 3]
+  std::vector<int32_t> bt = {9, 4, 2, 1, 0, 3};          // [2, 3]
+  std::vector<int32_t> li = {0, 1, 2, 2, 1, -1};
+  Dev<int32_t> dc(cand), dbt(bt), dli(li);
+  cuda::RemapParams lp;
+  lp.index = dli.p;
+  lp.rows = 2;
+  lp.k = 3;
+  lp.cand = dc.p;
+  lp.ncand = 3;
+  lp.block_table = dbt.p;
+  lp.max_pages = 3;
+  lp.next_n = 1;
+  ASSERT_TRUE(cuda::launch_remap_indices(lp).ok());
+  EXPECT_EQ(dli.down(), (std::vector<int32_t>{9 * 64 + 5, 4 * 64 + 6, -1, 0 * 64 + 0, 1 * 64 + 0, -1}));
+}
+
+// ---- hisa_fp8 / hisa_paged_fp8 == emulation ---------------------------------------------------------
+
+int64_t compare_results(const Result& gpu, const Result& emu, const std::string& what) {
+  int64_t bad = 0;
+  EXPECT_EQ(gpu.index.size(), emu.index.size()) << what;
+  EXPECT_EQ(gpu.logits.size(), emu.logits.size()) << what;
+  for (size_t t = 0; t < std::min(gpu.index.size(), emu.index.size()); ++t) {
+    if (gpu.index[t] != emu.index[t] || !same_float(gpu.score[t], emu.score[t])) {
+      if (bad++ < 5)
+        ADD_FAILURE() << what << ": row " << t / emu.k << " slot " << t % emu.k << " gpu " << gpu.index[t] << " ("
+                      << gpu.score[t] << ") emu " << emu.index[t] << " (" << emu.score[t] << ")";
+    }
+  }
+  for (size_t t = 0; t < std::min(gpu.logits.size(), emu.logits.size()); ++t) {
+    if (bits(gpu.logits[t]) != bits(emu.logits[t]) && bad++ < 10)
+      ADD_FAILURE() << what << ": logit " << t / emu.logits_cols << "," << t % emu.logits_cols << " gpu "
+                    << gpu.logits[t] << " emu " << emu.logits[t];
+  }
+  return bad;
+}
+
+void check_flat(const Inputs& in, const Options& opt, const std::string& what) {
+  Options o = opt;
+  o.want_logits = true;
+  Result gpu, emu;
+  Status st = cuda::hisa_fp8(in, o, &gpu);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  st = ref::emulate_sm90_hisa(in, o, &emu);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  EXPECT_EQ(compare_results(gpu, emu, what), 0) << what;
+}
+
+struct HisaCase {
+  std::string name;
+  FlatCase c;
+  int block = 128, m = 4;
+  bool plus = false, bf16 = false, absolute = false;
+  ref::BlockAlign align = ref::BlockAlign::kSequence;
+};
+
+std::vector<HisaCase> flat_cases() {
+  std::vector<HisaCase> v;
+  {
+    HisaCase x;
+    x.name = "causal_h64_d128";
+    x.c.nq = 40;
+    x.c.nk = 1500;
+    x.c.h = 64;
+    x.c.d = 128;
+    x.c.k = 200;
+    x.m = 5;
+    v.push_back(x);
+    x.name = "causal_release_ks37";
+    x.align = ref::BlockAlign::kRelease;
+    x.c.ks.assign(40, 37);
+    x.c.ke.resize(40);
+    for (int i = 0; i < 40; ++i) x.c.ke[i] = 1500 - 40 + i + 1;
+    v.push_back(x);
+    x.name = "sequence_ks37_absolute";
+    x.align = ref::BlockAlign::kSequence;
+    x.absolute = true;
+    v.push_back(x);
+  }
+  {
+    // nb <= m, nb = m + 1, tile boundaries +-1, short and empty rows (B = 64, m = 4).
+    HisaCase x;
+    x.name = "boundaries_b64_m4";
+    x.block = 64;
+    x.m = 4;
+    x.c.nk = 900;
+    x.c.h = 16;
+    x.c.d = 64;
+    x.c.k = 150;
+    for (int64_t len : {256, 257, 255, 320, 321, 319, 63, 64, 65, 1, 0, 128, 129, 900 - 101}) {
+      for (int64_t s0 : {0, 101}) {
+        if (s0 + len > 900) continue;
+        x.c.ks.push_back(static_cast<int32_t>(s0));
+        x.c.ke.push_back(static_cast<int32_t>(s0 + len));
+      }
+    }
+    x.c.nq = static_cast<int64_t>(x.c.ks.size());
+    v.push_back(x);
+    x.name = "boundaries_release";
+    x.align = ref::BlockAlign::kRelease;
+    v.push_back(x);
+    x.name = "boundaries_plus_ends_bf16";
+    x.align = ref::BlockAlign::kSequence;
+    x.plus = true;
+    x.bf16 = true;
+    v.push_back(x);
+  }
+  {
+    // Packed batch: three sequences, each query sees a prefix of its own sequence.
+    HisaCase x;
+    x.name = "packed";
+    x.block = 64;
+    x.m = 3;
+    x.c.nk = 700 + 1000 + 333;
+    x.c.h = 32;
+    x.c.d = 128;
+    x.c.k = 100;
+    const int64_t st[3] = {0, 700, 1700}, en[3] = {700, 1700, 2033};
+    for (int s = 0; s < 3; ++s)
+      for (int i = 0; i < 6; ++i) {
+        x.c.ks.push_back(static_cast<int32_t>(st[s]));
+        x.c.ke.push_back(static_cast<int32_t>(std::min(en[s], st[s] + 1 + (i * 211 + s * 53) % (en[s] - st[s]))));
+        x.c.seq_end.push_back(static_cast<int32_t>(en[s]));
+        x.c.origin.push_back(static_cast<int32_t>(st[s]));
+      }
+    x.c.nq = 18;
+    v.push_back(x);
+    x.name = "packed_release";
+    x.align = ref::BlockAlign::kRelease;
+    v.push_back(x);
+    x.name = "packed_release_no_origin";  // blocks straddle sequences
+    x.c.origin.clear();
+    v.push_back(x);
+  }
+  for (int h : {8, 128}) {
+    HisaCase x;
+    x.name = "h" + std::to_string(h) + "_narrow";
+    x.block = 128;
+    x.m = 3;
+    x.c.nq = 9;
+    x.c.nk = 1100;
+    x.c.h = h;
+    x.c.d = h == 8 ? 64 : 128;
+    x.c.k = 384;  // m B: every candidate
+    x.c.values = Values::kNarrow;
+    v.push_back(x);
+  }
+  {
+    HisaCase x;
+    x.name = "ties";
+    x.block = 64;
+    x.m = 4;
+    x.c.nq = 12;
+    x.c.nk = 800;
+    x.c.h = 16;
+    x.c.d = 64;
+    x.c.k = 64;
+    x.c.values = Values::kTies;
+    v.push_back(x);
+  }
+  return v;
+}
+
+TEST(Sm90Hisa, FlatBitExactToEmulation) {
+  SKIP_WITHOUT_GPU();
+  for (const HisaCase& x : flat_cases()) {
+    Options o;
+    o.hisa_block = x.block;
+    o.hisa_m = x.m;
+    o.hisa_topm_plus_ends = x.plus;
+    o.hisa_bf16_block_scores = x.bf16;
+    o.align = x.align;
+    o.index_base = x.absolute ? ref::IndexBase::kAbsolute : ref::IndexBase::kRelative;
+    check_flat(make_flat(x.c, seed_for(x.name.c_str())), o, x.name);
+  }
+}
+
+TEST(Sm90Hisa, PagedBitExactToEmulation) {
+  SKIP_WITHOUT_GPU();
+  for (int nn : {1, 2, 3})
+    for (bool absolute : {false, true}) {
+      const std::string what = "paged_nn" + std::to_string(nn) + (absolute ? "_abs" : "_rel");
+      PagedInputs pg = make_paged(4, nn, 64, 128, 120, {1000, 2, 129, 640}, seed_for(what.c_str()));
+      Options o;
+      o.hisa_block = 128;
+      o.hisa_m = 3;
+      o.want_logits = true;
+      o.index_base = absolute ? ref::IndexBase::kAbsolute : ref::IndexBase::kRelative;
+      Result gpu, emu;
+      Status st = cuda::hisa_paged_fp8(pg, o, &gpu);
+      ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+      st = ref::emulate_sm90_hisa_paged(pg, o, &emu);
+      ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+      EXPECT_EQ(compare_results(gpu, emu, what), 0) << what;
+    }
+}
+
+TEST(Sm90Hisa, DeterministicOver20Reruns) {
+  SKIP_WITHOUT_GPU();
+  HisaCase x = flat_cases()[3];
+  Options o;
+  o.hisa_block = x.block;
+  o.hisa_m = x.m;
+  o.want_logits = true;
+  Inputs in = make_flat(x.c, seed_for("det"));
+  Result first;
+  ASSERT_TRUE(cuda::hisa_fp8(in, o, &first).ok());
+  PagedInputs pg = make_paged(2, 2, 16, 64, 40, {500, 77}, seed_for("detp"));
+  Result pfirst;
+  ASSERT_TRUE(cuda::hisa_paged_fp8(pg, o, &pfirst).ok());
+  for (int rep = 0; rep < 20; ++rep) {
+    Result r, pr;
+    ASSERT_TRUE(cuda::hisa_fp8(in, o, &r).ok());
+    ASSERT_TRUE(cuda::hisa_paged_fp8(pg, o, &pr).ok());
+    ASSERT_EQ(r.index, first.index) << "rerun " << rep;
+    ASSERT_EQ(std::memcmp(r.score.data(), first.score.data(), r.score.size() * 4), 0) << "rerun " << rep;
+    ASSERT_EQ(std::memcmp(r.logits.data(), first.logits.data(), r.logits.size() * 4), 0) << "rerun " << rep;
+    ASSERT_EQ(pr.index, pfirst.index) << "paged rerun " << rep;
+    ASSERT_EQ(std::memcmp(pr.score.data(), pfirst.score.data(), pr.score.size() * 4), 0) << "paged rerun " << rep;
+  }
+}
+
+TEST(Sm90Hisa, IncrementalPooledCacheEqualsFullRecompute) {
+  SKIP_WITHOUT_GPU();
+  for (int block : {64, 128}) {
+    PagedInputs pg = make_paged(3, 1, 16, 128, 16, {1, 1, 1}, seed_for("incr"), 12);
+    const int32_t cap = static_cast<int32_t>(pg.max_pages * 64);
+    std::vector<std::vector<int32_t>> steps = {{1, 0, 5}, {64, 1, 5}, {65, 127, 200}, {66, 128, 200},
+                                               {300, 129, 255}, {301, 400, 256}, {cap, 401, 257}};
+    cuda::HisaPooledCache inc;
+    ASSERT_TRUE(inc.reset(pg.batch, pg.max_pages, block, pg.d).ok());
+    for (const auto& ctx : steps) {
+      pg.context_lens = ctx;
+      ASSERT_TRUE(inc.update(pg).ok());
+      cuda::HisaPooledCache full;
+      ASSERT_TRUE(full.reset(pg.batch, pg.max_pages, block, pg.d).ok());
+      ASSERT_TRUE(full.update(pg).ok());
+      std::vector<uint8_t> ci, cf;
+      std::vector<float> si, sf;
+      ASSERT_TRUE(inc.download(&ci, &si).ok());
+      ASSERT_TRUE(full.download(&cf, &sf).ok());
+      // Flattened keys for the emulated pooling of each valid block.
+      Inputs flat;
+      ASSERT_TRUE(ref::flatten_paged(pg, Options{}, &flat).ok());
+      const int64_t bps = inc.blocks_per_seq();
+      int64_t off = 0;
+      for (int64_t b = 0; b < pg.batch; ++b) {
+        const int64_t nbk = (ctx[b] + block - 1) / block;
+        for (int64_t t = 0; t < nbk; ++t) {
+          const int64_t slot = b * bps + t;
+          ASSERT_EQ(bits(si[slot]), bits(sf[slot])) << "block " << block << " seq " << b << " blk " << t;
+          ASSERT_EQ(0, std::memcmp(&ci[slot * pg.d], &cf[slot * pg.d], pg.d)) << "seq " << b << " blk " << t;
+          ref::EmulatedPool ep;
+          ref::emulate_sm90_pool(flat, off + t * block, off + std::min<int64_t>((t + 1) * block, ctx[b]), true, &ep);
+          ASSERT_EQ(bits(si[slot]), bits(ep.scale)) << "seq " << b << " blk " << t;
+          for (int x = 0; x < pg.d; ++x)
+            ASSERT_EQ(bits(ref::e4m3_to_float(ci[slot * pg.d + x])), bits(ep.value[x])) << "seq " << b << " blk " << t;
+        }
+        off += ctx[b];
+      }
+    }
+    // A one-token step re-pools one block per growing sequence.
+    pg.context_lens = {cap, 402, 258};
+    ASSERT_TRUE(inc.update(pg).ok());
+    EXPECT_EQ(inc.last_repooled(), 2);
+  }
+}
+
+// Timings (only with INDEXLAB_HISA_BENCH=1): the HISA fixture beside our DSA on the same card,
+// median of a few runs after a warm-up, per-stage times of the last run.
+float median_ms(cuda::Workload* w, int runs, std::string* stages) {
+  std::vector<float> t;
+  float ms = 0;
+  EXPECT_TRUE(w->run(&ms).ok());
+  for (int i = 0; i < runs; ++i) {
+    Status st = w->run(&ms);
+    EXPECT_TRUE(st.ok()) << st.message();
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  if (stages) {
+    stages->clear();
+    for (const auto& x : w->stages) *stages += " " + x.first + "=" + std::to_string(x.second);
+  }
+  return t[t.size() / 2];
+}
+
+TEST(Sm90HisaBench, BesideDsa) {
+  SKIP_WITHOUT_GPU();
+  const char* e = std::getenv("INDEXLAB_HISA_BENCH");
+  if (!e || std::string(e) != "1") GTEST_SKIP() << "set INDEXLAB_HISA_BENCH=1 to time";
+  std::printf("device: %s\n", cuda::device_name().c_str());
+  struct B {
+    int64_t sq, sk, batch;
+  };
+  for (const B& b : {B{65536, 65536, 0}, B{32768, 32768, 0}, B{1024, 65536, 0}, B{0, 32768, 64}, B{0, 65536, 64},
+                     B{0, 131072, 64}}) {
+    cuda::SparseBenchSpec spec;
+    spec.path = ref::Path::kHisa;
+    spec.sq = b.sq;
+    spec.sk = b.sk;
+    spec.batch = b.batch;
+    spec.seed = 42;
+    std::unique_ptr<cuda::Workload> w;
+    Status st = cuda::detail::make_hisa_workload(spec, &w);
+    ASSERT_TRUE(st.ok()) << st.message();
+    std::string stages;
+    const int runs = b.batch == 0 && b.sq > 4096 ? 3 : 20;
+    const float hisa = median_ms(w.get(), runs, &stages);
+    const double tf = w->flops / (hisa * 1e-3) * 1e-12;
+    w.reset();
+    std::unique_ptr<cuda::Workload> dw;
+    if (b.batch == 0 && b.sq == b.sk) {
+      st = cuda::make_prefill_workload(b.sk, 64, 128, 2048, false, 42, &dw);
+    } else if (b.batch == 0) {
+      st = cuda::make_sparse_workload([&] {
+        cuda::SparseBenchSpec s2 = spec;
+        s2.path = ref::Path::kDsa;
+        return s2;
+      }(), &dw);
+    } else {
+      st = cuda::make_decode_workload(b.batch, b.sk, 64, 128, 2048, 1, false, 42, &dw);
+    }
+    ASSERT_TRUE(st.ok()) << st.message();
+    const float dsa = median_ms(dw.get(), runs, nullptr);
+    std::printf("HISA sq=%lld sk=%lld batch=%lld: hisa %.3f ms (%.0f TFLOP/s useful) dsa %.3f ms x_dsa %.2f |%s\n",
+                static_cast<long long>(b.sq), static_cast<long long>(b.sk), static_cast<long long>(b.batch), hisa, tf,
+                dsa, dsa / hisa, stages.c_str());
+  }
+}
+
+#endif  // INDEXLAB_HAVE_CUDA
+
+}  // namespace
+}  // namespace indexlab

@@ -1,0 +1,350 @@
+// The sm90 HISA emulation (reference/emulate_sm90_hisa.cc): equals the emulated DSA where SPEC 4.7
+// says HISA equals DSA, pooling with power-of-two scales equals the reference's pooled key, paged
+// emulation equals the flat one on the flattened problem, block-selection structure.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "reference/emulate_sm90_dsa.h"
+#include "reference/emulate_sm90_sparse.h"
+#include "reference/numerics.h"
+#include "reference/problem.h"
+#include "reference/quant.h"
+#include "reference/scoring.h"
+
+namespace indexlab {
+namespace {
+
+using ref::Inputs;
+using ref::Options;
+using ref::PagedInputs;
+using ref::Result;
+
+uint64_t seed_for(const char* name) {
+  static const uint64_t base = [] {
+    const char* e = std::getenv("INDEXLAB_SEED");
+    const uint64_t v = e ? std::strtoull(e, nullptr, 10) : 20261128ull;
+    std::printf("[hisa tests] INDEXLAB_SEED = %llu\n", static_cast<unsigned long long>(v));
+    return v;
+  }();
+  uint64_t h = base ^ 0x9E3779B97F4A7C15ull;
+  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
+  return h;
+}
+
+uint32_t bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+bool same_float(float a, float b) { return bits(a) == bits(b) || (a == 0.0f && b == 0.0f); }
+
+enum class Values { kNormal, kNarrow, kTies };
+
+/// A flat fp8 problem: rows given by (ks, ke, seq_end, block_origin); empty ks = causal end.
+struct FlatCase {
+  int64_t nq = 8, nk = 512;
+  int h = 16, d = 64, k = 64;
+  Values values = Values::kNormal;
+  std::vector<int32_t> ks, ke, seq_end, origin;
+};
+
+Inputs make_flat(const FlatCase& c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> narrow(1.0f, 1.25f), uw(-1.0f, 1.0f), upos(0.05f, 1.0f);
+  ref::RawInputs raw;
+  raw.shape = ref::Shape{c.nq, c.nk, c.h, c.d, c.k};
+  raw.q.resize(static_cast<size_t>(c.nq * c.h * c.d));
+  raw.k.resize(static_cast<size_t>(c.nk * c.d));
+  raw.w.resize(static_cast<size_t>(c.nq * c.h));
+  if (c.values == Values::kNarrow) {
+    for (auto& v : raw.q) v = narrow(rng);
+    for (auto& v : raw.k) v = narrow(rng);
+    for (auto& v : raw.w) v = upos(rng);
+  } else {
+    for (auto& v : raw.q) v = nd(rng) * 1.37f;
+    for (auto& v : raw.w) v = uw(rng) * 0.83f + 0.1f;
+    if (c.values == Values::kTies) {
+      std::vector<float> proto(static_cast<size_t>(4 * c.d));
+      for (auto& v : proto) v = nd(rng);
+      for (int64_t j = 0; j < c.nk; ++j) {
+        const int64_t p = rng() % 4;
+        std::copy(proto.begin() + p * c.d, proto.begin() + (p + 1) * c.d, raw.k.begin() + j * c.d);
+      }
+    } else {
+      for (auto& v : raw.k) v = nd(rng) * 0.91f + 0.05f;
+    }
+  }
+  if (c.ks.empty()) {
+    raw.ks.assign(static_cast<size_t>(c.nq), 0);
+    raw.ke.resize(static_cast<size_t>(c.nq));
+    for (int64_t i = 0; i < c.nq; ++i)
+      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(c.nk - c.nq + i + 1, 0, c.nk));
+  } else {
+    raw.ks = c.ks;
+    raw.ke = c.ke;
+  }
+  raw.seq_end = c.seq_end;
+  raw.block_origin = c.origin;
+  Inputs in;
+  Status st = ref::quantize_inputs(raw, ref::Precision::kFp8, ref::QuantizeOptions{}, &in);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return in;
+}
+
+/// A paged fp8 problem: shuffled pages, unused block-table entries -7.
+PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
+                       uint64_t seed, int extra_pages = 1) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  PagedInputs in;
+  in.precision = ref::Precision::kFp8;
+  in.h = h;
+  in.d = d;
+  in.k = k;
+  in.next_n = next_n;
+  in.batch = batch;
+  int64_t maxp = 1;
+  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
+  in.max_pages = maxp + extra_pages;
+  in.num_pages = batch * in.max_pages + 3;
+  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
+  std::vector<float> row(static_cast<size_t>(d));
+  std::vector<uint8_t> codes(static_cast<size_t>(d));
+  for (int64_t p = 0; p < in.num_pages; ++p) {
+    uint8_t* base = in.cache.data() + p * in.page_bytes();
+    for (int t = 0; t < 64; ++t) {
+      for (auto& v : row) v = nd(rng) + 0.1f;
+      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
+      std::memcpy(base + t * d, codes.data(), d);
+      std::memcpy(base + 64 * d + t * 4, &s, 4);
+    }
+  }
+  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);
+  int64_t next = 0;
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t p = 0; p < in.max_pages && next < in.num_pages; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
+  in.context_lens = ctx;
+  const int64_t rows = batch * next_n;
+  in.q.resize(static_cast<size_t>(rows * h * d));
+  in.w.resize(static_cast<size_t>(rows * h));
+  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int hh = 0; hh < h; ++hh) {
+      for (auto& v : row) v = nd(rng) * 1.3f;
+      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
+                                             codes.data());
+      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
+      in.w[r * h + hh] = (uw(rng) * 0.9f + 0.1f) * s;
+    }
+  return in;
+}
+
+/// Canonical top-k of one row of logits (columns lo..hi-1), -1 / -inf padded.
+void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, int64_t off, int32_t* idx, float* sc) {
+  std::vector<int64_t> c;
+  for (int64_t j = lo; j < hi; ++j)
+    if (!std::isnan(row[j]) && row[j] > -INFINITY) c.push_back(j);
+  auto better = [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; };
+  const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
+  std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
+  for (int t = 0; t < k; ++t) {
+    if (t < m) {
+      idx[t] = static_cast<int32_t>(c[t] - off);
+      sc[t] = row[c[t]];
+    } else {
+      idx[t] = -1;
+      sc[t] = -INFINITY;
+    }
+  }
+}
+
+/// HISA emulation == canonical top-k of the emulated DSA logits (index, score and logits).
+void expect_equals_emulated_dsa(const Inputs& in, const Options& opt, const std::string& what) {
+  Options o = opt;
+  o.want_logits = true;
+  Result h;
+  Status st = ref::emulate_sm90_hisa(in, o, &h);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  std::vector<float> dsa;
+  ASSERT_TRUE(ref::emulate_sm90_dsa_logits(in, &dsa).ok());
+  const int64_t nq = in.shape.nq, nk = in.shape.nk;
+  const int k = in.shape.k;
+  ASSERT_EQ(h.logits.size(), dsa.size());
+  for (size_t t = 0; t < dsa.size(); ++t)
+    ASSERT_EQ(bits(h.logits[t]), bits(dsa[t])) << what << ": logit " << t / nk << "," << t % nk;
+  std::vector<int32_t> ci(k);
+  std::vector<float> cs(k);
+  const bool rel = opt.index_base == ref::IndexBase::kRelative;
+  for (int64_t i = 0; i < nq; ++i) {
+    canonical_topk(dsa.data() + i * nk, in.ks[i], in.ke[i], k, rel ? in.ks[i] : 0, ci.data(), cs.data());
+    for (int t = 0; t < k; ++t) {
+      ASSERT_EQ(h.index[i * k + t], ci[t]) << what << ": row " << i << " slot " << t;
+      ASSERT_TRUE(same_float(h.score[i * k + t], cs[t])) << what << ": row " << i << " slot " << t;
+    }
+  }
+}
+
+TEST(EmuSm90Hisa, EqualsEmulatedDsaWithAtMostMBlocks) {
+  // Sequence-aligned, nb <= m for every row (SPEC 4.7): causal and ragged rows, ks not a multiple of B.
+  FlatCase c;
+  c.nq = 24;
+  c.nk = 700;
+  c.h = 16;
+  c.d = 64;
+  c.k = 96;
+  Options opt;
+  opt.hisa_block = 64;
+  opt.hisa_m = 12;  // ceil(700 / 64) = 11 blocks at most
+  expect_equals_emulated_dsa(make_flat(c, seed_for("eqdsa1")), opt, "causal");
+  std::mt19937_64 rng(seed_for("eqdsa2"));
+  c.ks.resize(c.nq);
+  c.ke.resize(c.nq);
+  for (int64_t i = 0; i < c.nq; ++i) {
+    int64_t a = rng() % c.nk, b = rng() % (c.nk + 1);
+    if (a > b) std::swap(a, b);
+    c.ks[i] = static_cast<int32_t>(a);
+    c.ke[i] = static_cast<int32_t>(b);
+  }
+  c.ks[0] = 5;
+  c.ke[0] = 5;  // empty row
+  c.ks[1] = 63;
+  c.ke[1] = 64;  // one key
+  expect_equals_emulated_dsa(make_flat(c, seed_for("eqdsa3")), opt, "ragged");
+  opt.index_base = ref::IndexBase::kAbsolute;
+  expect_equals_emulated_dsa(make_flat(c, seed_for("eqdsa3")), opt, "ragged absolute");
+}
+
+TEST(EmuSm90Hisa, KAtLeastVisibleSelectsEverything) {
+  // ke - ks <= K: every visible key is selected (SPEC 4.7), and the selection is ascending-key
+  // canonical among equal scores.
+  FlatCase c;
+  c.nq = 10;
+  c.nk = 300;
+  c.k = 300;
+  Options opt;
+  opt.hisa_block = 64;
+  opt.hisa_m = 5;
+  Result h;
+  Inputs in = make_flat(c, seed_for("kall"));
+  ASSERT_TRUE(ref::emulate_sm90_hisa(in, opt, &h).ok());
+  for (int64_t i = 0; i < c.nq; ++i) {
+    std::vector<int32_t> sel;
+    for (int t = 0; t < c.k; ++t)
+      if (h.index[i * c.k + t] >= 0) sel.push_back(h.index[i * c.k + t]);
+    std::sort(sel.begin(), sel.end());
+    ASSERT_EQ(static_cast<int64_t>(sel.size()), in.ke[i] - in.ks[i]) << "row " << i;
+    for (size_t t = 0; t < sel.size(); ++t) ASSERT_EQ(sel[t], static_cast<int32_t>(t));
+  }
+}
+
+TEST(EmuSm90Hisa, PoolingWithPowerOfTwoScalesEqualsReference) {
+  FlatCase c;
+  c.nq = 1;
+  c.nk = 333;
+  c.d = 128;
+  Inputs in = make_flat(c, seed_for("pool2"));
+  std::mt19937_64 rng(seed_for("pool2s"));
+  for (auto& s : in.k_scale) s = std::ldexp(1.0f, static_cast<int>(rng() % 9) - 6);
+  std::vector<float> mean(c.d);
+  for (auto [a, b] : std::vector<std::pair<int64_t, int64_t>>{{0, 128}, {128, 256}, {256, 333}, {5, 6}, {17, 300}}) {
+    ref::EmulatedPool ep;
+    ref::emulate_sm90_pool(in, a, b, true, &ep);
+    ref::pooled_mean(in, a, b, mean.data());
+    float amax = 0.0f;
+    for (float x : mean) amax = std::max(amax, std::fabs(x));
+    const float scale = std::max(amax / 448.0f, 1e-10f);
+    EXPECT_EQ(bits(ep.scale), bits(scale)) << a << ".." << b;
+    for (int x = 0; x < c.d; ++x)
+      ASSERT_EQ(bits(ep.value[x]), bits(ref::round_to_e4m3(mean[x] / scale))) << a << ".." << b << " x " << x;
+  }
+}
+
+TEST(EmuSm90Hisa, SelectionKeepsFirstLastAndMBlocks) {
+  // nb = m + 1 and more: exactly m blocks' visible keys are candidates (m + 2 with the option),
+  // first and last always among them.
+  FlatCase c;
+  c.nq = 12;
+  c.nk = 64 * 9 + 17;
+  c.k = 8;
+  for (bool plus : {false, true}) {
+    Options opt;
+    opt.hisa_block = 64;
+    opt.hisa_m = 4;
+    opt.hisa_topm_plus_ends = plus;
+    opt.want_logits = true;
+    Inputs in = make_flat(c, seed_for(plus ? "selp" : "sel"));
+    Result h;
+    ASSERT_TRUE(ref::emulate_sm90_hisa(in, opt, &h).ok());
+    for (int64_t i = 0; i < c.nq; ++i) {
+      const int64_t ke = in.ke[i], nb = (ke + 63) / 64;
+      std::vector<int> kept(nb, 0);
+      for (int64_t j = 0; j < ke; ++j) kept[j / 64] |= h.logits[i * c.nk + j] > -INFINITY;
+      int64_t n = 0;
+      for (int v : kept) n += v;
+      EXPECT_TRUE(kept[0] && kept[nb - 1]) << "row " << i;
+      if (nb <= 4) {
+        EXPECT_EQ(n, nb);
+      } else if (!plus) {
+        EXPECT_EQ(n, 4) << "row " << i;
+      } else {
+        EXPECT_GE(n, 4);
+        EXPECT_LE(n, 6);
+      }
+    }
+  }
+}
+
+TEST(EmuSm90Hisa, PagedEqualsFlattened) {
+  for (int nn : {1, 2, 3}) {
+    PagedInputs pg = make_paged(3, nn, 16, 64, 40, {300, 65, 2}, seed_for("paged") + nn);
+    Options opt;
+    opt.hisa_block = 64;
+    opt.hisa_m = 3;
+    opt.want_logits = true;
+    Result pr, fr, pa;
+    ASSERT_TRUE(ref::emulate_sm90_hisa_paged(pg, opt, &pr).ok());
+    Inputs flat;
+    std::vector<int64_t> slots;
+    ASSERT_TRUE(ref::flatten_paged(pg, opt, &flat, &slots).ok());
+    ASSERT_TRUE(ref::emulate_sm90_hisa(flat, opt, &fr).ok());
+    Options oa = opt;
+    oa.index_base = ref::IndexBase::kAbsolute;
+    ASSERT_TRUE(ref::emulate_sm90_hisa_paged(pg, oa, &pa).ok());
+    const int64_t cols = pg.max_pages * 64;
+    for (int64_t r = 0; r < pg.rows(); ++r) {
+      for (int t = 0; t < pg.k; ++t) {
+        ASSERT_EQ(pr.index[r * pg.k + t], fr.index[r * pg.k + t]);
+        ASSERT_TRUE(same_float(pr.score[r * pg.k + t], fr.score[r * pg.k + t]));
+        const int32_t x = pr.index[r * pg.k + t];
+        ASSERT_EQ(pa.index[r * pg.k + t], x < 0 ? -1 : static_cast<int32_t>(slots[flat.ks[r] + x]));
+      }
+      for (int64_t j = 0; j < flat.seq_end[r] - flat.ks[r]; ++j)
+        ASSERT_EQ(bits(pr.logits[r * cols + j]), bits(fr.logits[r * flat.shape.nk + flat.ks[r] + j]));
+    }
+  }
+}
+
+TEST(EmuSm90Hisa, RejectsNonFp8) {
+  FlatCase c;
+  Inputs in = make_flat(c, 1);
+  in.precision = ref::Precision::kFp32;
+  Result r;
+  EXPECT_FALSE(ref::emulate_sm90_hisa(in, Options{}, &r).ok());
+}
+
+}  // namespace
+}  // namespace indexlab
