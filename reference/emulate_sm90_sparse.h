@@ -43,3 +43,42 @@ Status emulate_sm90_misa_dagger(const Inputs& in, const Options& opt, Result* ou
 Status emulate_sm90_misa_dagger_paged(const PagedInputs& in, const Options& opt, Result* out);
 
 }  // namespace indexlab::ref
+
+// ---- MISA router helpers (shared by the emulation and the cuda/sm90_misa.cu host code) ------
+
+namespace indexlab::ref {
+
+/// Router blocks of one flat query row (SPEC 5.1 with block size Br = opt.misa_block), in block
+/// order: each is the key range [begin, end) that is pooled. Rows with ks >= ke have none.
+/// end_of_keys is seq_end[i] (nk when absent), origin block_origin[i] (0 when absent); the
+/// sequence alignment grids from ks, the release alignment from origin; a block's pooled end is
+/// min(block end, end_of_keys), or min(block end, ke) with opt.strict_pooling.
+struct RouterBlock {
+  int64_t begin = 0, end = 0;
+};
+void misa_router_blocks(int64_t ks, int64_t ke, int64_t end_of_keys, int64_t origin,
+                        const Options& opt, std::vector<RouterBlock>* out);
+
+/// The padded head count of the routed scoring: the smallest of 8, 16, 32, 64, 128 that is >= h
+/// (0 when h > 128).
+int misa_padded_heads(int h);
+
+/// The sm90 router's fp32 operation order (cuda/sm90_misa.cu, router_kernel), per row and head g:
+///   dot(a, b)   = fma chain over x = 0..d-1 ascending from +0: acc = fmaf(a[x], b[x], acc)
+///   relu(x)     = x <= 0 ? +0 : x           (NaN passes through; -0 becomes +0)
+///   pooled:  E  = +0; for each router block in block order: E = E + (|w[g]| * relu(dot(q_g, p_b)))
+///            (p_b: the fp32 pooled key of emulate_sm90_pool without re-quantization; one fmul and
+///            one fadd, no fma)
+///   own_key: E  = w[g] * relu(s[j] * dot(q_g, k[j]))   (j = ke - 1; E = +0 for every head when
+///            the row sees no key)
+///   q_norm:  E  = q_scale[g] * sqrtf(dot(q_g, q_g))     (q_scale empty: 1; sqrtf correctly rounded)
+/// q, k hold e4m3 values (decoded). Active heads: the h largest E, ties to the lower head, NaN
+/// below every number; written ascending.
+float misa_router_dot(const float* a, const float* b, int d);
+inline float misa_router_relu(float x) { return x <= 0.0f ? 0.0f : x; }
+/// Router scores E[H] of flat row i (pools computed with emulate_sm90_pool, no re-quantization).
+void emulate_sm90_misa_router(const Inputs& in, const Options& opt, int64_t i, std::vector<float>* e);
+/// The h active heads of router scores e (ascending) written to heads[0..h-1].
+void misa_top_heads(const std::vector<float>& e, int h, int* heads);
+
+}  // namespace indexlab::ref
