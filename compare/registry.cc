@@ -4,7 +4,9 @@
 #include <algorithm>
 
 #include "cuda/api.h"
+#include "cuda/sparse.h"
 #include "reference/emulate_sm90_dsa.h"
+#include "reference/emulate_sm90_sparse.h"
 #include "reference/scoring.h"
 
 namespace indexlab::compare {
@@ -58,6 +60,44 @@ bool sm90_dsa_supports(const Problem& p, std::string* why) {
   }
   if (!st.ok() && why) *why = st.message();
   return st.ok();
+}
+
+/// What the sm90 HISA / MISA / MISA-dagger kernels (and their emulations) handle: fp8 problems of
+/// their own path that cuda::can_implement_sparse accepts.
+bool sm90_sparse_supports(ref::Path path, const Problem& p, std::string* why) {
+  Status st = Status::Ok();
+  if (p.path != path) {
+    st = error("computes ", ref::path_name(path), " only, the problem asks for ", ref::path_name(p.path));
+  } else if (p.precision() != ref::Precision::kFp8) {
+    st = error("fp8 only");
+  } else {
+    st = p.paged ? cuda::can_implement_sparse(path, p.paged_in, p.options)
+                 : cuda::can_implement_sparse(path, p.flat, p.options);
+  }
+  if (!st.ok() && why) *why = st.message();
+  return st.ok();
+}
+
+using FlatFn = Status (*)(const ref::Inputs&, const ref::Options&, ref::Result*);
+using PagedFn = Status (*)(const ref::PagedInputs&, const ref::Options&, ref::Result*);
+
+/// A candidate that runs one flat / paged pair of entry points with want_logits.
+Candidate sparse_candidate(ref::Path path, const std::string& name, const std::string& what, FlatFn flat,
+                           PagedFn paged) {
+  Candidate c;
+  c.name = name;
+  c.description = what;
+  c.tolerance = "tensor_core";
+  c.supports = [path](const Problem& p, std::string* why) { return sm90_sparse_supports(path, p, why); };
+  c.run = [flat, paged](const Problem& p, CandidateOutput* out) {
+    ref::Result res;
+    ref::Options o = p.options;
+    o.want_logits = true;
+    INDEXLAB_RETURN_IF_ERROR(p.paged ? paged(p.paged_in, o, &res) : flat(p.flat, o, &res));
+    *out = to_candidate_output(std::move(res), p.options.index_base);
+    return Status::Ok();
+  };
+  return c;
 }
 
 }  // namespace
@@ -146,6 +186,44 @@ void register_builtin(Registry* r) {
       return Status::Ok();
     };
     (void)r->add(std::move(c));
+  }
+  // The sparse paths: the kernels' arithmetic emulated on the CPU (runs anywhere), and the
+  // kernels themselves when built with CUDA.
+  struct SparseEntry {
+    ref::Path path;
+    const char* tag;
+    FlatFn emu_flat;
+    PagedFn emu_paged;
+    FlatFn gpu_flat;
+    PagedFn gpu_paged;
+  };
+  const SparseEntry entries[] = {
+      {ref::Path::kHisa, "hisa", ref::emulate_sm90_hisa, ref::emulate_sm90_hisa_paged, cuda::hisa_fp8,
+       cuda::hisa_paged_fp8},
+      {ref::Path::kMisa, "misa", ref::emulate_sm90_misa, ref::emulate_sm90_misa_paged, cuda::misa_fp8,
+       cuda::misa_paged_fp8},
+      {ref::Path::kMisaDagger, "misa_dagger", ref::emulate_sm90_misa_dagger,
+       ref::emulate_sm90_misa_dagger_paged, cuda::misa_dagger_fp8, cuda::misa_dagger_paged_fp8},
+  };
+  for (const SparseEntry& e : entries) {
+    const std::string emu = std::string("emu.sm90_") + e.tag;
+    if (!r->find(emu))
+      (void)r->add(sparse_candidate(e.path, emu,
+                                    std::string("CPU emulation of cuda.") + e.tag + "'s fp8 arithmetic, bit for bit",
+                                    e.emu_flat, e.emu_paged));
+    const std::string gpu = std::string("cuda.") + e.tag;
+    if (cuda::built_with_cuda() && !r->find(gpu)) {
+      Candidate c = sparse_candidate(e.path, gpu, std::string("Hopper fp8 ") + e.tag + " kernels (flat and paged)",
+                                     e.gpu_flat, e.gpu_paged);
+      c.needs_gpu = true;
+      auto inner = c.run;
+      c.run = [inner](const Problem& p, CandidateOutput* out) {
+        std::string why;
+        if (!cuda::device_available(&why)) return error("no usable GPU: ", why);
+        return inner(p, out);
+      };
+      (void)r->add(std::move(c));
+    }
   }
 }
 

@@ -162,14 +162,6 @@ Status make_dsa_workload(const SparseBenchSpec& spec, std::unique_ptr<Workload>*
   return Status::Ok();
 }
 
-// TEMPORARY (removed at integration): weak stand-ins until sm90_hisa.cu / sm90_misa.cu define them.
-__attribute__((weak)) Status make_hisa_workload(const SparseBenchSpec&, std::unique_ptr<Workload>*) {
-  return error("the HISA benchmark fixture is not built yet");
-}
-__attribute__((weak)) Status make_misa_workload(const SparseBenchSpec&, std::unique_ptr<Workload>*) {
-  return error("the MISA benchmark fixture is not built yet");
-}
-
 }  // namespace detail
 
 Status make_sparse_workload(const SparseBenchSpec& spec, std::unique_ptr<Workload>* out) {
