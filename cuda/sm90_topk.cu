@@ -696,7 +696,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
 // index order (each thread owns a contiguous index range; one block scan ranks them), and the
 // winners are sorted by composite. Same output as the other kernels, bit for bit.
 constexpr int64_t kSmallMaxCols = 16384;
-constexpr bool kDefaultShort = false;  // on once the short-row kernel's GPU tests have passed
+constexpr bool kDefaultShort = true;  // INDEXLAB_TOPK=cluster turns it off
 constexpr int kST = 256;              // threads
 constexpr int kSB = 2048;             // bins per pass
 constexpr int kSBT = kSB / kST;       // bins per thread
