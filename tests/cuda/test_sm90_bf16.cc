@@ -371,12 +371,14 @@ TEST(Sm90ApiBf16, PrecisionChecksWithWords) {
   Result r;
   s = cuda::dsa_fp8(in, Options{}, &r);
   EXPECT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("precision = bf16"), std::string::npos) << s.message();
   Inputs f32 = in;
   f32.precision = ref::Precision::kFp32;
-  s = cuda::dsa_bf16(f32, Options{}, &r);
-  EXPECT_FALSE(s.ok());
-  EXPECT_NE(s.message().find("precision = fp32"), std::string::npos) << s.message();
+  Status s32 = cuda::dsa_bf16(f32, Options{}, &r);
+  EXPECT_FALSE(s32.ok());
+  if (cuda::built_with_cuda()) {  // without CUDA the entry points only say so
+    EXPECT_NE(s.message().find("precision = bf16"), std::string::npos) << s.message();
+    EXPECT_NE(s32.message().find("precision = fp32"), std::string::npos) << s32.message();
+  }
   s = cuda::can_implement(in, Options{}, ref::Precision::kFp32);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("no sm90"), std::string::npos) << s.message();

@@ -661,9 +661,10 @@ TEST(Sm90Topk, Adversarial) {
   check_topk(x, rows, cols, ks, ke, 16, false, "Topk_Adv_Empty");
 }
 
-// The default top-k is the two-CTA cluster kernel with the speculative first-pass capture;
-// INDEXLAB_TOPK=legacy selects the one-CTA kernel and INDEXLAB_TOPK_SPEC=0 turns the capture off
-// (every later pass re-reads the row). All must give the canonical selection.
+// Rows of at most 16384 columns take the short-row kernel by default, longer ones the two-CTA
+// cluster kernel with the speculative first-pass capture. INDEXLAB_TOPK=cluster forces the cluster
+// kernel, INDEXLAB_TOPK=legacy selects the one-CTA kernel and INDEXLAB_TOPK_SPEC=0 turns the
+// capture off (every later pass re-reads the row). All must give the canonical selection.
 struct EnvVar {
   EnvVar(const char* name, const char* v) : name_(name) {
     const char* old = std::getenv(name);
@@ -682,11 +683,11 @@ struct EnvVar {
 };
 struct TopkPath {
   explicit TopkPath(const std::string& tag)
-      : legacy("INDEXLAB_TOPK", tag == "legacy" ? "legacy" : nullptr),
+      : legacy("INDEXLAB_TOPK", tag == "legacy" ? "legacy" : (tag == "default" ? nullptr : "cluster")),
         spec("INDEXLAB_TOPK_SPEC", tag == "nospec" ? "0" : nullptr) {}
   EnvVar legacy, spec;
 };
-const char* const kTopkPaths[] = {"cluster", "nospec", "legacy"};
+const char* const kTopkPaths[] = {"default", "cluster", "nospec", "legacy"};
 
 TEST(Sm90Topk, ShortAndMisalignedRowsBothPaths) {
   SKIP_WITHOUT_GPU();
