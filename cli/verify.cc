@@ -69,6 +69,9 @@ void print_report(const Report& r, bool require_exact) {
                                     l.first_inf_mismatch + ")").c_str() : "ok",
                 l.max_abs, l.max_rel, (unsigned long long)l.max_ulp, 100.0 * l.frac_bit_exact, l.deepgemm_diff);
     if (l.max_ulp > 0) std::printf("    largest drift at %s\n", l.worst.c_str());
+    if (l.decision_cells > 0)
+      std::printf("    %lld cells differ in -inf only where a key's stage-1 (top-K1) membership is within "
+                  "the drift bound\n", (long long)l.decision_cells);
   }
   if (r.reruns > 0) {
     std::printf("  determinism: %d reruns %s\n", r.reruns,
@@ -94,23 +97,25 @@ int verify_default(const VerifyArgs& a) {
     std::printf("indexlab verify: built-in workloads, nq=%lld nk=%lld h=%d d=%d k=%d seed=%llu\n\n",
                 (long long)a.wl.nq, (long long)a.wl.nk, a.wl.h, a.wl.d, a.wl.k, (unsigned long long)a.wl.seed);
     std::printf("== candidates against the reference (same path, same quantized inputs) ==\n");
-    std::printf("%-16s %-34s %-6s %8s %8s %8s %8s %9s %7s %s\n", "candidate", "workload", "prec", "rows", "exact",
+    std::printf("%-20s %-34s %-6s %8s %8s %8s %8s %9s %7s %s\n", "candidate", "workload", "prec", "rows", "exact",
                 "bound", "recall", "max_ulp", "determ", "verdict");
   }
   for (const compare::Candidate* c : reg.all()) {
     std::string why;
     if (c->needs_gpu && !cuda::device_available(&why)) {
-      if (!a.json) std::printf("%-16s skipped: %s\n", c->name.c_str(), why.c_str());
+      if (!a.json) std::printf("%-20s skipped: %s\n", c->name.c_str(), why.c_str());
       out["candidates"].push_back({{"candidate", c->name}, {"skipped", why}});
       continue;
     }
     for (const std::string& kind : kinds) {
       for (bool paged : {false, true}) {
         for (ref::Precision prec : {ref::Precision::kFp8, ref::Precision::kBf16, ref::Precision::kFp32}) {
-          // Built-in names end in the path they compute (ref.hisa, cuda.dsa); any other name is
-          // offered DSA problems, and its `supports` decides.
+          // Built-in names end in the path they compute (ref.hisa, cuda.dsa, emu.sm90_misa_dagger);
+          // any other name is offered DSA problems, and its `supports` decides.
           ref::Path path = ref::Path::kDsa;
-          if (!ref::parse_path(c->name.substr(c->name.find('.') + 1), &path).ok()) path = ref::Path::kDsa;
+          std::string tail = c->name.substr(c->name.find('.') + 1);
+          if (tail.rfind("sm90_", 0) == 0) tail = tail.substr(5);
+          if (!ref::parse_path(tail, &path).ok()) path = ref::Path::kDsa;
           WorkloadArgs wa = a.wl;
           wa.paged = paged;
           Problem p;
@@ -134,7 +139,7 @@ int verify_default(const VerifyArgs& a) {
           all_ok = all_ok && ok;
           out["candidates"].push_back(rep.to_json());
           if (!a.json) {
-            std::printf("%-16s %-34s %-6s %8lld %8lld %8lld %8s %9s %7s %s\n", c->name.c_str(), p.name.c_str(),
+            std::printf("%-20s %-34s %-6s %8lld %8lld %8lld %8s %9s %7s %s\n", c->name.c_str(), p.name.c_str(),
                         ref::precision_name(prec), (long long)rep.selection.rows_judged, (long long)rep.selection.exact,
                         (long long)rep.selection.bound_aware, f4(rep.selection.mean_recall).c_str(),
                         rep.logits.present ? std::to_string(rep.logits.max_ulp).c_str() : "-",
@@ -367,7 +372,7 @@ int run_list() {
   for (const compare::Candidate* c : compare::Registry::global().all()) {
     std::string why;
     const bool usable = !c->needs_gpu || cuda::device_available(&why);
-    std::printf("  %-16s %s%s\n", c->name.c_str(), c->description.c_str(),
+    std::printf("  %-20s %s%s\n", c->name.c_str(), c->description.c_str(),
                 usable ? "" : (" [unavailable here: " + why + "]").c_str());
   }
   std::printf("workloads:\n");

@@ -25,7 +25,7 @@ std::string fmt(double x) {
 /// Per-key drift bound of one row under a tolerance model (0 for the exact model). abs_sub is
 /// `sub` with |q| and |k| (so its dots are sum_d |q_d k_d|), built once by the caller.
 std::vector<double> row_bounds(const ref::Inputs& sub, const ref::Inputs& abs_sub, int64_t t,
-                               const Tolerance& tol) {
+                               const Tolerance& tol, const int32_t* heads = nullptr, int nh = 0) {
   const int64_t ks = sub.ks[t], ke = sub.ke[t];
   std::vector<double> b(static_cast<size_t>(ke - ks), 0.0);
   if ((tol.dot_rel == 0.0 && tol.epi_rel == 0.0 && tol.abs_floor == 0.0) || ke <= ks) return b;
@@ -37,7 +37,8 @@ std::vector<double> row_bounds(const ref::Inputs& sub, const ref::Inputs& abs_su
   for (int64_t j = ks; j < ke; ++j) {
     const double s = sub.k_scale.empty() ? 1.0 : sub.k_scale[j];
     double acc = 0.0;
-    for (int h = 0; h < H; ++h) {
+    for (int hi = 0; hi < (heads ? nh : H); ++hi) {  // all heads, or the listed ones (MISA)
+      const int h = heads ? heads[hi] : hi;
       const double aw = std::fabs(static_cast<double>(sub.w[t * H + h]));
       const double dot = dots[(j - ks) * H + h];
       acc += aw * (tol.dot_rel * s * absdots[(j - ks) * H + h] + tol.epi_rel * std::max(0.0, s * dot));
@@ -165,6 +166,24 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     sp.flat = sub;
     INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &rr).with_context("reference: "));
   }
+  // MISA-dagger: its stage 1 keeps the top K1 by MISA score, a decision made on scores that
+  // carry the candidate's drift. A key whose MISA score lies within the bound of the K1-th may
+  // fall on either side, so the judge needs every key's MISA score (stage 1) and DSA score
+  // (stage 2), not only the reference's own candidate set.
+  const bool dagger = p.path == ref::Path::kMisaDagger;
+  ref::Result r_misa, r_dsa;
+  int64_t k1 = 0;
+  if (dagger) {
+    Problem sp;
+    sp.flat = sub;
+    sp.path = ref::Path::kMisa;
+    k1 = std::min<int64_t>(p.options.dagger_k1, std::max<int64_t>(1, in.shape.nk));
+    sp.flat.shape.k = static_cast<int>(k1);
+    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_misa).with_context("reference (dagger stage 1): "));
+    sp.flat.shape.k = K;
+    sp.path = ref::Path::kDsa;
+    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_dsa).with_context("reference (dagger stage 2): "));
+  }
   Report rep;
   rep.problem = p.name;
   SelectionSummary& ss = rep.selection;
@@ -238,8 +257,78 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     std::sort(rs.begin(), rs.end());
     v.tie_tolerant = v.valid && cs == rs;
     // Bound-aware: keys within the drift bound of the K-th score are interchangeable.
+    // MISA-dagger: stage-1 membership within the bound of the K1-th MISA score is undecided too
+    // (possible[j]: may be in the candidate's stage-1 set; certain[j]: must be).
+    std::vector<char> possible, certain;
+    auto dagger_classes = [&]() {
+      if (!possible.empty() || !dagger) return;
+      if (abs_sub.q.empty() && !sub.q.empty()) {
+        abs_sub = sub;
+        for (auto& x : abs_sub.q) x = std::fabs(x);
+        for (auto& x : abs_sub.k) x = std::fabs(x);
+      }
+      // MISA scores sum over the reference's active heads: their drift bound covers those only.
+      const int nh = p.options.misa_heads;
+      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance,
+                                               &r_misa.active_heads[t * nh], nh);
+      const float* mrow = &r_misa.logits[t * r_misa.logits_cols];
+      int64_t n1 = 0;
+      while (n1 < k1 && r_misa.index[t * k1 + n1] >= 0) ++n1;
+      const bool full1 = n1 == k1;
+      const float k1th = full1 ? r_misa.score[t * k1 + n1 - 1] : -INFINITY;
+      const double kb1 = full1 ? b[r_misa.index[t * k1 + n1 - 1]] + r_misa.bound[t * k1 + n1 - 1] : 0.0;
+      const double u = 0x1p-24;
+      possible.assign(static_cast<size_t>(ke - ks), 0);
+      certain.assign(static_cast<size_t>(ke - ks), 0);
+      for (int64_t j = ks; j < ke; ++j) {
+        const double sc = mrow[j];
+        if (!(sc > -INFINITY)) continue;
+        const double bj = b[j - ks] + u * std::fabs(sc) + u * std::fabs(k1th) + kb1;
+        possible[j - ks] = !full1 || sc + bj >= k1th;
+        certain[j - ks] = !full1 || sc - bj > k1th;
+      }
+    };
     if (v.exact) {
       v.bound_aware = true;
+    } else if (dagger && v.valid) {
+      // Accept the selection when it is a bound-aware top K, by DSA score, of some stage-1 set
+      // S with certain <= S <= possible.
+      dagger_classes();
+      if (abs_sub.q.empty() && !sub.q.empty()) {
+        abs_sub = sub;
+        for (auto& x : abs_sub.q) x = std::fabs(x);
+        for (auto& x : abs_sub.k) x = std::fabs(x);
+      }
+      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance);
+      const float* drow = &r_dsa.logits[t * r_dsa.logits_cols];
+      const double u = 0x1p-24;
+      bool ok = true;
+      int64_t n_certain = 0, n_possible = 0;
+      for (int64_t j = ks; j < ke; ++j) {
+        n_certain += certain[j - ks];
+        n_possible += possible[j - ks];
+      }
+      const int64_t n = static_cast<int64_t>(ckeys.size());
+      if (n < std::min<int64_t>(K, n_certain) || n > std::min<int64_t>(K, n_possible)) ok = false;
+      double kth_c = INFINITY, kb_c = 0.0;  // the candidate's own K-th, by reference DSA score
+      for (int64_t j : ckeys) {
+        if (!possible[j - ks]) ok = false;
+        if (drow[j] < kth_c) {
+          kth_c = drow[j];
+          kb_c = b[j - ks];
+        }
+      }
+      for (int64_t j = ks; j < ke && ok; ++j) {
+        if (!certain[j - ks] || cset.count(j)) continue;
+        if (n < K) {
+          ok = false;  // fewer than K kept, yet a certain stage-1 key is left out
+        } else {
+          const double sc = drow[j];
+          const double bj = b[j - ks] + u * std::fabs(sc) + u * std::fabs(kth_c);
+          if (sc - bj > kth_c + kb_c) ok = false;
+        }
+      }
+      v.bound_aware = ok;
     } else if (v.valid && ckeys.size() == rkeys.size()) {
       if (abs_sub.q.empty() && !sub.q.empty()) {
         abs_sub = sub;
@@ -288,7 +377,13 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
       }
       for (size_t m = 0; m < std::min<size_t>(3, extra.size()); ++m) {
         const float sc = lrow[extra[m]];
-        diag << "extra key " << extra[m] - ks << " (score " << fmt(sc) << gap(sc) << "); ";
+        if (dagger && !(sc > -INFINITY)) {
+          const float d = r_dsa.logits[t * r_dsa.logits_cols + extra[m]];
+          diag << "extra key " << extra[m] - ks << " (outside the reference's top K1; DSA score " << fmt(d)
+               << gap(d) << "); ";
+        } else {
+          diag << "extra key " << extra[m] - ks << " (score " << fmt(sc) << gap(sc) << "); ";
+        }
       }
       if (missing.size() > 3 || extra.size() > 3)
         diag << missing.size() << " missing and " << extra.size() << " extra in all; ";
@@ -304,10 +399,24 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
 
     if (ls.present) {
       const float* crow = &cand.logits[i * cols];
+      if (dagger) dagger_classes();
       for (int64_t c = 0; c < cols; ++c) {
         const int64_t j = c + fv.col_base[i];
-        const float r = (j >= 0 && j < in.shape.nk) ? lrow[j] : -INFINITY;
+        float r = (j >= 0 && j < in.shape.nk) ? lrow[j] : -INFINITY;
         const float x = crow[c];
+        if (dagger && j >= ks && j < ke) {
+          // A key of the candidate's stage-1 set is compared with its DSA score; one whose
+          // membership is undecided may be -inf on either side.
+          const float d = r_dsa.logits[t * r_dsa.logits_cols + j];
+          const bool cand_in = x != -INFINITY;
+          const bool ref_in = r != -INFINITY;
+          const bool undecided = cand_in != ref_in && (cand_in ? possible[j - ks] : !certain[j - ks]);
+          if (undecided) {
+            ++ls.decision_cells;
+            if (!cand_in) continue;
+          }
+          if (cand_in && (ref_in || undecided)) r = d;
+        }
         const bool rinf = r == -INFINITY, xinf = x == -INFINITY;
         if (rinf != xinf || std::isnan(x) != std::isnan(r)) {
           if (ls.inf_mismatches++ == 0) {
@@ -373,6 +482,7 @@ nlohmann::json Report::to_json() const {
   if (logits.present) {
     auto& l = j["logits"];
     l["inf_mismatches"] = logits.inf_mismatches;
+    l["decision_cells"] = logits.decision_cells;
     l["first_inf_mismatch"] = logits.first_inf_mismatch;
     l["compared"] = logits.compared;
     l["max_abs"] = logits.max_abs;

@@ -128,16 +128,23 @@ __global__ void __launch_bounds__(kRouterThreads) router_kernel(const RouterPara
   int* flag = reinterpret_cast<int*>(E + H);        // [H]
   int* slot_head = flag + H;                        // [hp]
   const uint8_t* qrow = p.q + row * H * d;
-  for (int i = tid; i < H * d; i += blockDim.x) qf[i] = e4m3_decode(qrow[i]);
+  // 16-byte loads of the row's codes (H * d is a multiple of 16; rows start 16-byte aligned).
+  for (int i = tid; i < H * d / 16; i += blockDim.x) {
+    const uint4 v = reinterpret_cast<const uint4*>(qrow)[i];
+    const uint32_t w4[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int c = 0; c < 16; ++c) qf[16 * i + c] = e4m3_decode(static_cast<uint8_t>(w4[c / 4] >> (8 * (c % 4))));
+  }
   for (int g = tid; g < H; g += blockDim.x) E[g] = 0.0f;
   __syncthreads();
   if (p.mode == kModePooled) {
     const int32_t p0 = p.row_ptr[row], p1 = p.row_ptr[row + 1];
     for (int32_t t0 = p0; t0 < p1; t0 += kRouterTile) {
       const int nb = min(kRouterTile, p1 - t0);
-      for (int i = tid; i < nb * d; i += blockDim.x) {
-        const int b = i / d, x = i % d;
-        pt[b * (d + 4) + x] = p.pooled[static_cast<int64_t>(p.pool_ids[t0 + b]) * d + x];
+      for (int i = tid; i < nb * (d / 4); i += blockDim.x) {  // 16-byte loads and stores
+        const int b = i / (d / 4), x4 = i % (d / 4);
+        const float4 v = reinterpret_cast<const float4*>(p.pooled + static_cast<int64_t>(p.pool_ids[t0 + b]) * d)[x4];
+        *reinterpret_cast<float4*>(pt + b * (d + 4) + 4 * x4) = v;
       }
       __syncthreads();
       // Thread t scores block b = t % 32 against heads g = t / 32 + 8 * c (c = 0 .. H/8 - 1), the

@@ -17,44 +17,21 @@
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/tc_emulation.h"
+#include "tests/common/sm90_paged_check.h"
+#include "tests/common/sm90_test.h"
 
 namespace indexlab {
 namespace {
+
+using ::indexlab::testing::bits;
+using ::indexlab::testing::same_float;
+using ::indexlab::testing::seed_for;
 
 using ref::Inputs;
 using ref::Options;
 using ref::PagedInputs;
 using ref::Result;
 
-#define SKIP_WITHOUT_GPU()                                   \
-  do {                                                       \
-    std::string why;                                         \
-    if (!cuda::device_available(&why)) GTEST_SKIP() << why;  \
-  } while (0)
-
-uint64_t base_seed() {
-  static uint64_t s = [] {
-    const char* e = std::getenv("INDEXLAB_SEED");
-    uint64_t v = e ? std::strtoull(e, nullptr, 10) : 20261127ull;
-    std::printf("[sm90 tests] INDEXLAB_SEED = %llu\n", static_cast<unsigned long long>(v));
-    return v;
-  }();
-  return s;
-}
-uint64_t seed_for(const char* name) {
-  uint64_t h = base_seed() ^ 0x9E3779B97F4A7C15ull;
-  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
-  return h;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-bool same_float(float a, float b) {  // bitwise, but +0 == -0
-  return bits(a) == bits(b) || (a == 0.0f && b == 0.0f);
-}
 
 enum class Values { kNormal, kNarrow, kTies };
 
@@ -107,26 +84,6 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   return in;
 }
 
-/// Canonical top-k of one row of logits on the CPU (score descending, index ascending,
-/// NaN and -inf excluded, -1 / -inf padded).
-void cpu_topk(const float* row, int64_t lo, int64_t hi, int k, bool absolute, int32_t* idx, float* sc) {
-  std::vector<int64_t> c;
-  for (int64_t j = lo; j < hi; ++j)
-    if (!std::isnan(row[j]) && row[j] > -INFINITY) c.push_back(j);
-  auto better = [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; };
-  const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
-  std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
-  for (int t = 0; t < k; ++t) {
-    if (t < m) {
-      idx[t] = static_cast<int32_t>(absolute ? c[t] : c[t] - lo);
-      sc[t] = row[c[t]];
-    } else {
-      idx[t] = -1;
-      sc[t] = -INFINITY;
-    }
-  }
-}
-
 struct Check {
   int64_t logit_mismatch = 0, unwritten = 0, sel_mismatch_rows = 0, exact_rows = 0,
           exact_rows_wrong = 0;
@@ -172,7 +129,7 @@ Check check_flat(const Inputs& in, const Options& opt, const std::string& what) 
   st = ref::run(ref::Path::kDsa, in, ro, &refr);
   EXPECT_TRUE(st.ok()) << st.message();
   for (int64_t i = 0; i < nq; ++i) {
-    cpu_topk(emu.data() + i * nk, in.ks[i], in.ke[i], k, absolute, ci.data(), cs.data());
+    testing::canonical_topk(emu.data() + i * nk, in.ks[i], in.ke[i], k, absolute, ci.data(), cs.data());
     bool same = true;
     for (int t = 0; t < k; ++t) {
       const int32_t gi = gpu.index[i * k + t];
@@ -525,55 +482,7 @@ PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std
 }
 
 void check_paged(const PagedInputs& in, const Options& opt, const std::string& what) {
-  Result gpu;
-  Options o = opt;
-  o.want_logits = true;
-  Status st = cuda::dsa_paged_fp8(in, o, &gpu);
-  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
-  std::vector<float> emu;
-  ASSERT_TRUE(ref::emulate_sm90_paged_logits(in, &emu).ok());
-  ASSERT_EQ(gpu.logits.size(), emu.size());
-  int64_t bad = 0;
-  const int64_t cols = in.max_pages * 64;
-  for (size_t t = 0; t < emu.size(); ++t)
-    if (bits(gpu.logits[t]) != bits(emu[t]) && bad++ < 5)
-      ADD_FAILURE() << what << ": logit[" << t / cols << "," << t % cols << "] gpu " << gpu.logits[t]
-                    << " emu " << emu[t];
-  EXPECT_EQ(bad, 0) << what;
-  Result refr;
-  st = ref::run_paged(ref::Path::kDsa, in, opt, &refr);
-  ASSERT_TRUE(st.ok()) << st.message();
-  const int k = in.k;
-  const bool absolute = opt.index_base == ref::IndexBase::kAbsolute;
-  std::vector<int32_t> ci(static_cast<size_t>(k));
-  std::vector<float> cs(static_cast<size_t>(k));
-  double recall = 0;
-  for (int64_t r = 0; r < in.rows(); ++r) {
-    const int64_t ctx = in.context_lens[r / in.next_n];
-    const int64_t vis = std::max<int64_t>(0, std::min<int64_t>(ctx, ctx - in.next_n + r % in.next_n + 1));
-    cpu_topk(emu.data() + r * cols, 0, vis, k, false, ci.data(), cs.data());
-    if (absolute)
-      for (auto& x : ci)
-        if (x >= 0) x = in.block_table[(r / in.next_n) * in.max_pages + x / 64] * 64 + x % 64;
-    for (int t = 0; t < k; ++t) {
-      ASSERT_EQ(gpu.index[r * k + t], ci[t]) << what << ": row " << r << " slot " << t;
-      ASSERT_TRUE(same_float(gpu.score[r * k + t], cs[t])) << what << ": row " << r << " slot " << t;
-    }
-    std::vector<int32_t> gs(gpu.index.begin() + r * k, gpu.index.begin() + (r + 1) * k);
-    std::sort(gs.begin(), gs.end());
-    int64_t n = 0, hit = 0;
-    for (int t = 0; t < k; ++t) {
-      const int32_t x = refr.index[r * k + t];
-      if (x < 0) continue;
-      ++n;
-      hit += std::binary_search(gs.begin(), gs.end(), x);
-    }
-    recall += n ? static_cast<double>(hit) / n : 1.0;
-  }
-  recall /= std::max<int64_t>(1, in.rows());
-  std::printf("[%s] logits bit-exact %s, selection = canonical top-k of emulated logits, recall vs "
-              "ref %.5f\n", what.c_str(), bad == 0 ? "yes" : "NO", recall);
-  EXPECT_GT(recall, 0.97) << what;
+  testing::check_paged_dsa(in, opt, cuda::dsa_paged_fp8, what);
 }
 
 TEST(Sm90Paged, Fp8_NextN1to4_OutOfOrderPages) {
@@ -606,7 +515,7 @@ void check_topk(const std::vector<float>& x, int64_t rows, int64_t cols, const s
   std::vector<float> cs(static_cast<size_t>(k));
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t lo = ks.empty() ? 0 : ks[r], hi = ke.empty() ? cols : ke[r];
-    cpu_topk(x.data() + r * cols, lo, hi, k, absolute, ci.data(), cs.data());
+    testing::canonical_topk(x.data() + r * cols, lo, hi, k, absolute, ci.data(), cs.data());
     for (int t = 0; t < k; ++t) {
       ASSERT_EQ(gi[r * k + t], ci[t]) << what << ": row " << r << " slot " << t;
       ASSERT_TRUE(same_float(gsc[r * k + t], cs[t])) << what << ": row " << r << " slot " << t;

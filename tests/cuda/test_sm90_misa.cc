@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/sm90_test.h"
 #if defined(INDEXLAB_HAVE_CUDA)
 #include <cuda_runtime.h>
 #endif
@@ -30,36 +31,16 @@
 namespace indexlab {
 namespace {
 
+using ::indexlab::testing::bits;
+using ::indexlab::testing::same_float;
+using ::indexlab::testing::seed_for;
+
 using ref::Inputs;
 using ref::Options;
 using ref::PagedInputs;
 using ref::Path;
 using ref::Result;
 
-#define SKIP_WITHOUT_GPU()                                   \
-  do {                                                       \
-    std::string why;                                         \
-    if (!cuda::device_available(&why)) GTEST_SKIP() << why;  \
-  } while (0)
-
-uint64_t seed_for(const char* name) {
-  static uint64_t base = [] {
-    const char* e = std::getenv("INDEXLAB_SEED");
-    uint64_t v = e ? std::strtoull(e, nullptr, 10) : 20261128ull;
-    std::printf("[sm90 misa tests] INDEXLAB_SEED = %llu\n", static_cast<unsigned long long>(v));
-    return v;
-  }();
-  uint64_t h = base ^ 0x9E3779B97F4A7C15ull;
-  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
-  return h;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-bool same_float(float a, float b) { return bits(a) == bits(b) || (a == 0.0f && b == 0.0f); }
 
 enum class Values { kNormal, kNarrow, kTiedKeys, kTiedHeads };
 enum class Ranges { kCausalTail, kPacked, kShortAndEmpty };

@@ -13,22 +13,15 @@
 #include "cuda/api.h"
 #include "tests/common/canonical_topk.h"
 #include "tests/common/random_problem.h"
+#include "tests/common/sm90_test.h"
 
 namespace indexlab {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                   \
-  do {                                                       \
-    std::string why;                                         \
-    if (!cuda::device_available(&why)) GTEST_SKIP() << why;  \
-  } while (0)
+using ::indexlab::testing::bits;
+using ::indexlab::testing::same_float;
+using ::indexlab::testing::seed_for;
 
-bool same_float(float a, float b) {  // bitwise, but +0 == -0
-  uint32_t ua, ub;
-  std::memcpy(&ua, &a, 4);
-  std::memcpy(&ub, &b, 4);
-  return ua == ub || (a == 0.0f && b == 0.0f);
-}
 
 /// Sets INDEXLAB_TOPK for the scope (nullptr: unset), restoring it after.
 struct TopkEnv {

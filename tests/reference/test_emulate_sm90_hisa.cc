@@ -20,138 +20,26 @@
 #include "reference/problem.h"
 #include "reference/quant.h"
 #include "reference/scoring.h"
+#include "tests/common/hisa_problems.h"
+#include "tests/common/sm90_test.h"
 
 namespace indexlab {
 namespace {
+
+using ::indexlab::testing::bits;
+using ::indexlab::testing::same_float;
+using ::indexlab::testing::seed_for;
 
 using ref::Inputs;
 using ref::Options;
 using ref::PagedInputs;
 using ref::Result;
 
-uint64_t seed_for(const char* name) {
-  static const uint64_t base = [] {
-    const char* e = std::getenv("INDEXLAB_SEED");
-    const uint64_t v = e ? std::strtoull(e, nullptr, 10) : 20261128ull;
-    std::printf("[hisa tests] INDEXLAB_SEED = %llu\n", static_cast<unsigned long long>(v));
-    return v;
-  }();
-  uint64_t h = base ^ 0x9E3779B97F4A7C15ull;
-  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
-  return h;
-}
 
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-bool same_float(float a, float b) { return bits(a) == bits(b) || (a == 0.0f && b == 0.0f); }
-
-enum class Values { kNormal, kNarrow, kTies };
-
-/// A flat fp8 problem: rows given by (ks, ke, seq_end, block_origin); empty ks = causal end.
-struct FlatCase {
-  int64_t nq = 8, nk = 512;
-  int h = 16, d = 64, k = 64;
-  Values values = Values::kNormal;
-  std::vector<int32_t> ks, ke, seq_end, origin;
-};
-
-Inputs make_flat(const FlatCase& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::uniform_real_distribution<float> narrow(1.0f, 1.25f), uw(-1.0f, 1.0f), upos(0.05f, 1.0f);
-  ref::RawInputs raw;
-  raw.shape = ref::Shape{c.nq, c.nk, c.h, c.d, c.k};
-  raw.q.resize(static_cast<size_t>(c.nq * c.h * c.d));
-  raw.k.resize(static_cast<size_t>(c.nk * c.d));
-  raw.w.resize(static_cast<size_t>(c.nq * c.h));
-  if (c.values == Values::kNarrow) {
-    for (auto& v : raw.q) v = narrow(rng);
-    for (auto& v : raw.k) v = narrow(rng);
-    for (auto& v : raw.w) v = upos(rng);
-  } else {
-    for (auto& v : raw.q) v = nd(rng) * 1.37f;
-    for (auto& v : raw.w) v = uw(rng) * 0.83f + 0.1f;
-    if (c.values == Values::kTies) {
-      std::vector<float> proto(static_cast<size_t>(4 * c.d));
-      for (auto& v : proto) v = nd(rng);
-      for (int64_t j = 0; j < c.nk; ++j) {
-        const int64_t p = rng() % 4;
-        std::copy(proto.begin() + p * c.d, proto.begin() + (p + 1) * c.d, raw.k.begin() + j * c.d);
-      }
-    } else {
-      for (auto& v : raw.k) v = nd(rng) * 0.91f + 0.05f;
-    }
-  }
-  if (c.ks.empty()) {
-    raw.ks.assign(static_cast<size_t>(c.nq), 0);
-    raw.ke.resize(static_cast<size_t>(c.nq));
-    for (int64_t i = 0; i < c.nq; ++i)
-      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(c.nk - c.nq + i + 1, 0, c.nk));
-  } else {
-    raw.ks = c.ks;
-    raw.ke = c.ke;
-  }
-  raw.seq_end = c.seq_end;
-  raw.block_origin = c.origin;
-  Inputs in;
-  Status st = ref::quantize_inputs(raw, ref::Precision::kFp8, ref::QuantizeOptions{}, &in);
-  EXPECT_TRUE(st.ok()) << st.message();
-  return in;
-}
-
-/// A paged fp8 problem: shuffled pages, unused block-table entries -7.
-PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
-                       uint64_t seed, int extra_pages = 1) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  PagedInputs in;
-  in.precision = ref::Precision::kFp8;
-  in.h = h;
-  in.d = d;
-  in.k = k;
-  in.next_n = next_n;
-  in.batch = batch;
-  int64_t maxp = 1;
-  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
-  in.max_pages = maxp + extra_pages;
-  in.num_pages = batch * in.max_pages + 3;
-  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
-  std::vector<float> row(static_cast<size_t>(d));
-  std::vector<uint8_t> codes(static_cast<size_t>(d));
-  for (int64_t p = 0; p < in.num_pages; ++p) {
-    uint8_t* base = in.cache.data() + p * in.page_bytes();
-    for (int t = 0; t < 64; ++t) {
-      for (auto& v : row) v = nd(rng) + 0.1f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
-      std::memcpy(base + t * d, codes.data(), d);
-      std::memcpy(base + 64 * d + t * 4, &s, 4);
-    }
-  }
-  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);
-  int64_t next = 0;
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t p = 0; p < in.max_pages && next < in.num_pages; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
-  in.context_lens = ctx;
-  const int64_t rows = batch * next_n;
-  in.q.resize(static_cast<size_t>(rows * h * d));
-  in.w.resize(static_cast<size_t>(rows * h));
-  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int hh = 0; hh < h; ++hh) {
-      for (auto& v : row) v = nd(rng) * 1.3f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
-                                             codes.data());
-      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
-      in.w[r * h + hh] = (uw(rng) * 0.9f + 0.1f) * s;
-    }
-  return in;
-}
+using ::indexlab::testing::hisa::FlatCase;
+using ::indexlab::testing::hisa::make_flat;
+using ::indexlab::testing::hisa::make_paged;
+using ::indexlab::testing::hisa::Values;
 
 /// Canonical top-k of one row of logits (columns lo..hi-1), -1 / -inf padded.
 void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, int64_t off, int32_t* idx, float* sc) {

@@ -17,28 +17,20 @@
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/quant.h"
+#include "tests/common/sm90_test.h"
 
 namespace indexlab {
 namespace {
+
+using ::indexlab::testing::bits;
+using ::indexlab::testing::same_float;
+using ::indexlab::testing::seed_for;
 
 using ref::Inputs;
 using ref::Options;
 using ref::PagedInputs;
 using ref::Result;
 
-uint64_t seed_for(const char* name) {
-  const char* e = std::getenv("INDEXLAB_SEED");
-  uint64_t h = (e ? std::strtoull(e, nullptr, 10) : 20261128ull) ^ 0x9E3779B97F4A7C15ull;
-  for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
-  return h;
-}
-
-uint32_t bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-bool same_float(float a, float b) { return bits(a) == bits(b) || (a == 0.0f && b == 0.0f); }
 
 Inputs make_flat(int64_t nq, int64_t nk, int h, int d, int k, uint64_t seed, bool packed = false) {
   std::mt19937_64 rng(seed);
