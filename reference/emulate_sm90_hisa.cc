@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "reference/blocks.h"
 #include "reference/emulate_sm90_dsa.h"
 #include "reference/emulate_sm90_sparse.h"
 #include "reference/numerics.h"
@@ -18,32 +19,6 @@
 
 namespace indexlab::ref {
 namespace {
-
-struct HisaBlock {
-  int64_t pool0, pool1, vis0, vis1;
-};
-
-// Eligible blocks of query i (SPEC 4.1-4.3), as reference/paths.cc computes them.
-void hisa_blocks(const Inputs& in, const Options& opt, int64_t i, std::vector<HisaBlock>* out) {
-  out->clear();
-  const int64_t ks = in.ks[i], ke = in.ke[i], B = opt.hisa_block;
-  if (ks >= ke) return;
-  const int64_t end = opt.strict_pooling ? ke : (in.seq_end.empty() ? in.shape.nk : in.seq_end[i]);
-  int64_t first, last, base;
-  if (opt.align == BlockAlign::kSequence) {
-    base = ks;
-    first = 0;
-    last = (ke - ks + B - 1) / B - 1;
-  } else {
-    base = in.block_origin.empty() ? 0 : in.block_origin[i];
-    first = (ks - base) / B;
-    last = (ke - base + B - 1) / B - 1;
-  }
-  for (int64_t b = first; b <= last; ++b) {
-    const int64_t b0 = base + b * B, b1 = b0 + B;
-    out->push_back(HisaBlock{b0, std::min(b1, end), std::max(b0, ks), std::min(b1, ke)});
-  }
-}
 
 float key_scale(const Inputs& in, int64_t j) { return in.k_scale.empty() ? 1.0f : in.k_scale[j]; }
 
@@ -92,11 +67,11 @@ Status emulate_sm90_hisa(const Inputs& in, const Options& opt, Result* out) {
 #pragma omp parallel num_threads(nt)
   {
     std::map<std::pair<int64_t, int64_t>, EmulatedPool> pools;
-    std::vector<HisaBlock> blocks;
+    std::vector<Block> blocks;
     std::vector<std::pair<float, int32_t>> cand;
 #pragma omp for schedule(dynamic, 4)
     for (int64_t i = 0; i < s.nq; ++i) {
-      hisa_blocks(in, opt, i, &blocks);
+      eligible_blocks(in, opt, i, opt.hisa_block, &blocks);
       const int64_t nb = static_cast<int64_t>(blocks.size());
       const float* q = in.q.data() + i * h * d;
       const float* w = in.w.data() + i * h;

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "reference/emulate_sm90_dsa.h"
+#include "reference/blocks.h"
 #include "reference/emulate_sm90_sparse.h"
 #include "reference/scoring.h"
 
@@ -18,24 +19,10 @@ namespace indexlab::ref {
 
 void misa_router_blocks(int64_t ks, int64_t ke, int64_t end_of_keys, int64_t origin,
                         const Options& opt, std::vector<RouterBlock>* out) {
+  std::vector<Block> blocks;
+  eligible_blocks(ks, ke, end_of_keys, origin, std::max(1, opt.misa_block), opt, &blocks);
   out->clear();
-  if (ks >= ke) return;
-  const int64_t bs = std::max(1, opt.misa_block);
-  const int64_t end = opt.strict_pooling ? ke : end_of_keys;
-  int64_t first, last, base;
-  if (opt.align == BlockAlign::kSequence) {
-    base = ks;
-    first = 0;
-    last = (ke - ks + bs - 1) / bs - 1;
-  } else {
-    base = origin;
-    first = (ks - base) / bs;
-    last = (ke - base + bs - 1) / bs - 1;
-  }
-  for (int64_t b = first; b <= last; ++b) {
-    const int64_t b0 = base + b * bs;
-    out->push_back(RouterBlock{b0, std::min(b0 + bs, end)});
-  }
+  for (const Block& b : blocks) out->push_back(RouterBlock{b.pool0, b.pool1});
 }
 
 int misa_padded_heads(int h) {

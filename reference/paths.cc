@@ -8,6 +8,7 @@
 #include <limits>
 #include <unordered_map>
 
+#include "reference/blocks.h"
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/scoring.h"
@@ -23,35 +24,6 @@ struct LogitsLayout {
   const std::vector<int64_t>* col_base = nullptr;  // null: column = key
   int64_t width = -1;                               // -1: nk
 };
-
-/// A block of keys for HISA / MISA: [pool0, pool1) is pooled, [vis0, vis1) are its visible keys.
-struct Block {
-  int64_t pool0, pool1, vis0, vis1;
-};
-
-/// Eligible blocks of query i (SPEC 4.1-4.3), in block order.
-void eligible_blocks(const Inputs& in, const Options& opt, int64_t i, int64_t bsize,
-                     std::vector<Block>* out) {
-  out->clear();
-  const int64_t ks = in.ks[i], ke = in.ke[i];
-  if (ks >= ke) return;
-  const int64_t end = opt.strict_pooling ? ke : (in.seq_end.empty() ? in.shape.nk : in.seq_end[i]);
-  int64_t first, last, base;
-  if (opt.align == BlockAlign::kSequence) {
-    base = ks;
-    first = 0;
-    last = (ke - ks + bsize - 1) / bsize - 1;
-  } else {
-    // Release alignment: a fixed grid over the buffer (over each sequence for paged problems).
-    base = in.block_origin.empty() ? 0 : in.block_origin[i];
-    first = (ks - base) / bsize;
-    last = (ke - base + bsize - 1) / bsize - 1;
-  }
-  for (int64_t b = first; b <= last; ++b) {
-    const int64_t b0 = base + b * bsize, b1 = b0 + bsize;
-    out->push_back(Block{b0, std::min(b1, end), std::max(b0, ks), std::min(b1, ke)});
-  }
-}
 
 /// A pooled block key in the precision the path scores it in.
 struct PooledKey {
@@ -414,6 +386,33 @@ Status run_paged(Path path, const PagedInputs& in, const Options& opt, Result* o
   }
   *out = std::move(r);
   return Status::Ok();
+}
+
+void eligible_blocks(int64_t ks, int64_t ke, int64_t end_of_keys, int64_t origin, int64_t bsize,
+                     const Options& opt, std::vector<Block>* out) {
+  out->clear();
+  if (ks >= ke || bsize < 1) return;
+  const int64_t end = opt.strict_pooling ? ke : end_of_keys;
+  int64_t first, last, base;
+  if (opt.align == BlockAlign::kSequence) {
+    base = ks;
+    first = 0;
+    last = (ke - ks + bsize - 1) / bsize - 1;
+  } else {
+    // Release alignment: a fixed grid over the buffer (over each sequence for paged problems).
+    base = origin;
+    first = (ks - base) / bsize;
+    last = (ke - base + bsize - 1) / bsize - 1;
+  }
+  for (int64_t b = first; b <= last; ++b) {
+    const int64_t b0 = base + b * bsize, b1 = b0 + bsize;
+    out->push_back(Block{b0, std::min(b1, end), std::max(b0, ks), std::min(b1, ke)});
+  }
+}
+
+void eligible_blocks(const Inputs& in, const Options& opt, int64_t i, int64_t bsize, std::vector<Block>* out) {
+  eligible_blocks(in.ks[i], in.ke[i], in.seq_end.empty() ? in.shape.nk : in.seq_end[i],
+                  in.block_origin.empty() ? 0 : in.block_origin[i], bsize, opt, out);
 }
 
 }  // namespace indexlab::ref
