@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <cmath>
 #include <random>
 #include <set>
@@ -10,6 +11,7 @@
 #include <unordered_map>
 
 #include "reference/numerics.h"
+#include "reference/routing.h"
 #include "reference/scoring.h"
 
 namespace indexlab::compare {
@@ -58,6 +60,10 @@ CandidateOutput to_candidate_output(ref::Result&& r, ref::IndexBase base) {
   c.index = std::move(r.index);
   c.logits_cols = r.logits_cols;
   c.logits = std::move(r.logits);
+  if (r.nq > 0 && !r.active_heads.empty()) {
+    c.heads = static_cast<int>(r.active_heads.size() / r.nq);
+    c.active_heads = std::move(r.active_heads);
+  }
   return c;
 }
 
@@ -111,6 +117,10 @@ bool bitwise_equal(const CandidateOutput& a, const CandidateOutput& b, std::stri
       }
       return false;
     }
+  }
+  if (a.active_heads != b.active_heads) {
+    if (detail) *detail = "active heads differ between runs";
+    return false;
   }
   if (!a.logits.empty() &&
       std::memcmp(a.logits.data(), b.logits.data(), a.logits.size() * sizeof(float)) != 0) {
@@ -196,14 +206,103 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
   double sxy = 0.0, sxx = 0.0;
   int64_t bit_exact = 0;
 
+  // MISA and MISA-dagger: the candidate's heads, where it reports them.
+  const bool routed = p.path == ref::Path::kMisa || p.path == ref::Path::kMisaDagger;
+  const int nh = p.options.misa_heads;
+  const bool cand_heads = routed && cand.heads == nh && static_cast<int64_t>(cand.active_heads.size()) == nq * nh;
+  std::unique_ptr<ref::RowScorer> scorer;
+
   for (size_t t = 0; t < rows.size(); ++t) {
     const int64_t i = rows[t];
     const int64_t ks = in.ks[i], ke = in.ke[i];
     const float* lrow = &rr.logits[t * rr.logits_cols];
+    const int32_t* r_index = &rr.index[t * K];
+    const float* r_score = &rr.score[t * K];
+    const float* r_bound = &rr.bound[t * K];
     RowVerdict v;
     v.row = i;
     v.ref_ambiguous = rr.ambiguous[t] != 0;
     std::ostringstream diag;
+    // Routing: when the candidate chose other heads than the reference, each must be within the
+    // router scores' drift bound of the reference's choice; the row is then judged under the
+    // candidate's heads (MISA: the scores and selection; MISA-dagger: its stage 1).
+    bool routing_ok = true;
+    const int32_t* heads_used = routed ? &rr.active_heads[t * nh] : nullptr;
+    std::vector<float> alt_logits, alt_score, alt_bound, alt1_logits, alt1_score, alt1_bound;
+    std::vector<int32_t> alt_index, alt1_index;
+    const float* m_logits = dagger ? &r_misa.logits[t * r_misa.logits_cols] : nullptr;
+    const int32_t* m_index = dagger ? &r_misa.index[t * k1] : nullptr;
+    const float* m_score = dagger ? &r_misa.score[t * k1] : nullptr;
+    const float* m_bound = dagger ? &r_misa.bound[t * k1] : nullptr;
+    if (cand_heads && !std::equal(&cand.active_heads[i * nh], &cand.active_heads[i * nh] + nh, heads_used)) {
+      std::vector<double> e, eb;
+      INDEXLAB_RETURN_IF_ERROR(ref::misa_router_scores(sub, p.options, static_cast<int64_t>(t), &e, &eb));
+      const int H = in.shape.h;
+      std::vector<int> order(static_cast<size_t>(H));
+      for (int g = 0; g < H; ++g) order[g] = g;
+      std::sort(order.begin(), order.end(), [&](int a, int b) {
+        return ref::ranks_before(static_cast<float>(e[a]), a, static_cast<float>(e[b]), b);
+      });
+      std::vector<int> rank(static_cast<size_t>(H));
+      for (int r = 0; r < H; ++r) rank[order[r]] = r;
+      const int last_in = order[nh - 1];
+      const int first_out = nh < H ? order[nh] : -1;
+      std::set<int> chosen;
+      for (int s = 0; s < nh; ++s) {
+        const int g = cand.active_heads[i * nh + s];
+        if (g < 0 || g >= H || !chosen.insert(g).second) {
+          routing_ok = false;
+          diag << "active head slot " << s << " holds " << g << ", not a distinct head in [0, " << H << "); ";
+          break;
+        }
+        // May g be among the top h? Its score plus its bound reaches the h-th minus that one's.
+        if (rank[g] >= nh && e[g] + eb[g] < e[last_in] - eb[last_in]) {
+          routing_ok = false;
+          diag << "head " << g << " chosen, but its router score " << fmt(e[g]) << " is below the " << nh
+               << "-th (" << fmt(e[last_in]) << ", head " << last_in << ") by more than the drift bound; ";
+        }
+      }
+      for (int r = 0; r < nh && routing_ok; ++r) {
+        // A head that beats the best left-out one by more than both bounds must be chosen.
+        const int g = order[r];
+        if (!chosen.count(g) && (first_out < 0 || e[g] - eb[g] > e[first_out] + eb[first_out])) {
+          routing_ok = false;
+          diag << "head " << g << " (router score " << fmt(e[g]) << ") must be chosen; ";
+        }
+      }
+      if (routing_ok) {
+        heads_used = &cand.active_heads[i * nh];
+        if (!scorer) scorer = std::make_unique<ref::RowScorer>(sub);
+        std::vector<int> hs(heads_used, heads_used + nh);
+        std::vector<ref::Scored> row;
+        scorer->score_range(static_cast<int64_t>(t), ks, ke, hs.data(), nh, &row);
+        auto select = [&](int kk, std::vector<float>* lg, std::vector<int32_t>* ix, std::vector<float>* sc,
+                          std::vector<float>* bd) {
+          lg->assign(static_cast<size_t>(in.shape.nk), -INFINITY);
+          for (const ref::Scored& x : row) (*lg)[x.key] = x.score;
+          ix->assign(static_cast<size_t>(kk), -1);
+          sc->assign(static_cast<size_t>(kk), -INFINITY);
+          bd->assign(static_cast<size_t>(kk), 0.0f);
+          std::vector<ref::Scored> copy = row;
+          ref::select_top_k(&copy, kk, static_cast<int32_t>(ks), ix->data(), sc->data(), bd->data());
+        };
+        if (dagger) {
+          select(static_cast<int>(k1), &alt1_logits, &alt1_index, &alt1_score, &alt1_bound);
+          m_logits = alt1_logits.data();
+          m_index = alt1_index.data();
+          m_score = alt1_score.data();
+          m_bound = alt1_bound.data();
+        } else {
+          select(K, &alt_logits, &alt_index, &alt_score, &alt_bound);
+          lrow = alt_logits.data();
+          r_index = alt_index.data();
+          r_score = alt_score.data();
+          r_bound = alt_bound.data();
+          ++rep.rerouted_rows;
+        }
+        if (dagger) ++rep.rerouted_rows;
+      }
+    }
     // Candidate keys as flat key indices.
     std::unordered_map<int64_t, int64_t> slot_to_key;
     if (fv.paged && cand.index_base == ref::IndexBase::kAbsolute)
@@ -238,9 +337,9 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     std::vector<int64_t> rkeys;
     std::vector<float> rscores;
     for (int s = 0; s < K; ++s) {
-      if (rr.index[t * K + s] < 0) break;
-      rkeys.push_back(ks + rr.index[t * K + s]);
-      rscores.push_back(rr.score[t * K + s]);
+      if (r_index[s] < 0) break;
+      rkeys.push_back(ks + r_index[s]);
+      rscores.push_back(r_score[s]);
     }
     const std::set<int64_t> rset(rkeys.begin(), rkeys.end());
     const bool full = static_cast<int>(rkeys.size()) == K;
@@ -268,15 +367,13 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
         for (auto& x : abs_sub.k) x = std::fabs(x);
       }
       // MISA scores sum over the reference's active heads: their drift bound covers those only.
-      const int nh = p.options.misa_heads;
-      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance,
-                                               &r_misa.active_heads[t * nh], nh);
-      const float* mrow = &r_misa.logits[t * r_misa.logits_cols];
+      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance, heads_used, nh);
+      const float* mrow = m_logits;
       int64_t n1 = 0;
-      while (n1 < k1 && r_misa.index[t * k1 + n1] >= 0) ++n1;
+      while (n1 < k1 && m_index[n1] >= 0) ++n1;
       const bool full1 = n1 == k1;
-      const float k1th = full1 ? r_misa.score[t * k1 + n1 - 1] : -INFINITY;
-      const double kb1 = full1 ? b[r_misa.index[t * k1 + n1 - 1]] + r_misa.bound[t * k1 + n1 - 1] : 0.0;
+      const float k1th = full1 ? m_score[n1 - 1] : -INFINITY;
+      const double kb1 = full1 ? b[m_index[n1 - 1]] + m_bound[n1 - 1] : 0.0;
       const double u = 0x1p-24;
       possible.assign(static_cast<size_t>(ke - ks), 0);
       certain.assign(static_cast<size_t>(ke - ks), 0);
@@ -288,7 +385,11 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
         certain[j - ks] = !full1 || sc - bj > k1th;
       }
     };
-    if (v.exact) {
+    if (!routing_ok) {
+      v.exact = false;
+      v.tie_tolerant = false;
+      v.bound_aware = false;
+    } else if (v.exact) {
       v.bound_aware = true;
     } else if (dagger && v.valid) {
       // Accept the selection when it is a bound-aware top K, by DSA score, of some stage-1 set
@@ -337,7 +438,7 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
       }
       const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance);
       const size_t kth_pos = rkeys.empty() ? 0 : rkeys.size() - 1;
-      const double kb = rkeys.empty() ? 0.0 : b[rkeys[kth_pos] - ks] + rr.bound[t * K + kth_pos];
+      const double kb = rkeys.empty() ? 0.0 : b[rkeys[kth_pos] - ks] + r_bound[kth_pos];
       bool ok = true;
       const double u = 0x1p-24;
       for (int64_t j = ks; j < ke && ok; ++j) {
@@ -492,6 +593,7 @@ nlohmann::json Report::to_json() const {
     l["deepgemm_diff"] = logits.deepgemm_diff;
     l["worst"] = logits.worst;
   }
+  j["rerouted_rows"] = rerouted_rows;
   if (reruns > 0) {
     j["determinism"] = {{"reruns", reruns}, {"bitwise_identical", deterministic}, {"detail", determinism_detail}};
   }

@@ -18,6 +18,11 @@ struct CandidateOutput {
   std::vector<int32_t> index;   // [nq, k] selected keys in any order; -1 = empty slot
   int64_t logits_cols = 0;
   std::vector<float> logits;    // [nq, logits_cols] optional
+  /// MISA / MISA-dagger, optional: the heads the candidate routed each row to, [nq, heads]
+  /// ascending. When they differ from the reference's, the judge checks them against the router
+  /// scores' drift bound and judges the row under the candidate's heads.
+  int heads = 0;
+  std::vector<int32_t> active_heads;
 };
 
 /// A ref::Result (or a kernel's result in the same struct) as a candidate output; moves the
@@ -93,6 +98,7 @@ struct Report {
   std::string problem, candidate;
   SelectionSummary selection;
   LogitsSummary logits;
+  int64_t rerouted_rows = 0;    // MISA / dagger rows judged under the candidate's own heads
   int reruns = 0;               // determinism: reruns compared (0: not checked)
   bool deterministic = true;
   std::string determinism_detail;

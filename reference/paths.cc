@@ -10,6 +10,7 @@
 
 #include "reference/blocks.h"
 #include "reference/numerics.h"
+#include "reference/routing.h"
 #include "reference/problem.h"
 #include "reference/scoring.h"
 
@@ -85,22 +86,36 @@ std::vector<int64_t> top_positions(const std::vector<float>& v, const std::vecto
   return order;
 }
 
-/// MISA active heads of query i (SPEC 5.2-5.5), ascending.
-std::vector<int> route_heads(const Inputs& in, const Options& opt, int64_t i, PoolCache* pools,
-                             std::vector<Block>* blocks) {
+/// MISA router scores of query i (SPEC 5.2-5.5) in fp64, each in the order the reference has
+/// always summed it (route_heads rounds them to fp32); with `bound`, also a drift bound for a kernel
+/// that computes them in fp32 (see reference/routing.h).
+void router_scores(const Inputs& in, const Options& opt, int64_t i, PoolCache* pools, std::vector<Block>* blocks,
+                   std::vector<double>* e, std::vector<double>* bound) {
   const int H = in.shape.h, D = in.shape.d;
-  std::vector<float> e(H, 0.0f);
+  e->assign(static_cast<size_t>(H), 0.0);
+  if (bound) bound->assign(static_cast<size_t>(H), 0.0);
+  const double u = 0x1p-24;
+  const double gamma_d = D * u / (1.0 - D * u);
+  const double floor = 0x1p-140;
   if (opt.routing == Routing::kPooled) {
     eligible_blocks(in, opt, i, opt.misa_block, blocks);
     if (!blocks->empty()) {
       std::vector<const PooledKey*> pk;
       for (const Block& b : *blocks) pk.push_back(&pools->get(b.pool0, b.pool1));
       const RowMat dots = pooled_dots(in, i, pk);
+      const int64_t nb = dots.rows();
       for (int h = 0; h < H; ++h) {
         double acc = 0.0;
         const double aw = std::fabs(static_cast<double>(in.w[i * H + h]));
-        for (int64_t b = 0; b < dots.rows(); ++b) acc += aw * relu(dots(b, h));
-        e[h] = static_cast<float>(acc);
+        for (int64_t b = 0; b < nb; ++b) acc += aw * relu(dots(b, h));
+        (*e)[h] = acc;
+        if (bound) {
+          double a = 0.0;  // sum over blocks and features of |q p|
+          for (int64_t b = 0; b < nb; ++b)
+            for (int x = 0; x < D; ++x)
+              a += std::fabs(static_cast<double>(in.q[(i * H + h) * D + x]) * pk[b]->v[x]);
+          (*bound)[h] = aw * (gamma_d + 3 * u) * a + (nb + 2) * u * std::fabs(acc) + floor;
+        }
       }
     }
   } else if (opt.routing == Routing::kOwnKey) {
@@ -108,10 +123,15 @@ std::vector<int> route_heads(const Inputs& in, const Options& opt, int64_t i, Po
       const int64_t j = in.ke[i] - 1;
       const double s = in.k_scale.empty() ? 1.0 : in.k_scale[j];
       for (int h = 0; h < H; ++h) {
-        double dot = 0.0;
-        for (int dd = 0; dd < D; ++dd)
-          dot += static_cast<double>(in.q[(i * H + h) * D + dd]) * in.k[j * D + dd];
-        e[h] = static_cast<float>(static_cast<double>(in.w[i * H + h]) * relu(s * dot));
+        double dot = 0.0, a = 0.0;
+        for (int dd = 0; dd < D; ++dd) {
+          const double t = static_cast<double>(in.q[(i * H + h) * D + dd]) * in.k[j * D + dd];
+          dot += t;
+          a += std::fabs(t);
+        }
+        const double w = in.w[i * H + h];
+        (*e)[h] = w * relu(s * dot);
+        if (bound) (*bound)[h] = std::fabs(w) * s * gamma_d * a + 3 * u * std::fabs((*e)[h]) + floor;
       }
     }
   } else {  // q-norm
@@ -122,9 +142,20 @@ std::vector<int> route_heads(const Inputs& in, const Options& opt, int64_t i, Po
         n2 += x * x;
       }
       const double qs = in.q_scale.empty() ? 1.0 : in.q_scale[i * H + h];
-      e[h] = static_cast<float>(qs * std::sqrt(n2));
+      (*e)[h] = qs * std::sqrt(n2);
+      if (bound) (*bound)[h] = (*e)[h] * (gamma_d / 2 + 3 * u) + floor;
     }
   }
+}
+
+/// MISA active heads of query i (SPEC 5.2-5.5), ascending.
+std::vector<int> route_heads(const Inputs& in, const Options& opt, int64_t i, PoolCache* pools,
+                             std::vector<Block>* blocks) {
+  const int H = in.shape.h;
+  std::vector<double> ed;
+  router_scores(in, opt, i, pools, blocks, &ed, nullptr);
+  std::vector<float> e(H);
+  for (int h = 0; h < H; ++h) e[h] = static_cast<float>(ed[h]);
   std::vector<int64_t> all(H);
   for (int h = 0; h < H; ++h) all[h] = h;
   std::vector<int64_t> top = top_positions(e, all, opt.misa_heads);
@@ -413,6 +444,16 @@ void eligible_blocks(int64_t ks, int64_t ke, int64_t end_of_keys, int64_t origin
 void eligible_blocks(const Inputs& in, const Options& opt, int64_t i, int64_t bsize, std::vector<Block>* out) {
   eligible_blocks(in.ks[i], in.ke[i], in.seq_end.empty() ? in.shape.nk : in.seq_end[i],
                   in.block_origin.empty() ? 0 : in.block_origin[i], bsize, opt, out);
+}
+
+Status misa_router_scores(const Inputs& in, const Options& opt, int64_t i, std::vector<double>* e,
+                          std::vector<double>* bound) {
+  if (!e || !bound) return error("misa_router_scores: null output");
+  if (i < 0 || i >= in.shape.nq) return error("misa_router_scores: row ", i, " is outside [0, ", in.shape.nq, ")");
+  PoolCache pools(in, false);
+  std::vector<Block> blocks;
+  router_scores(in, opt, i, &pools, &blocks, e, bound);
+  return Status::Ok();
 }
 
 }  // namespace indexlab::ref
