@@ -70,8 +70,8 @@ void print_report(const Report& r, bool require_exact) {
                 l.max_abs, l.max_rel, (unsigned long long)l.max_ulp, 100.0 * l.frac_bit_exact, l.deepgemm_diff);
     if (l.max_ulp > 0) std::printf("    largest drift at %s\n", l.worst.c_str());
     if (l.decision_cells > 0)
-      std::printf("    %lld cells differ in -inf only where a key's stage-1 (top-K1) membership is within "
-                  "the drift bound\n", (long long)l.decision_cells);
+      std::printf("    %lld cells differ in -inf only where a key's candidate membership (HISA block kept, "
+                  "dagger top K1) rests on a score within the drift bound\n", (long long)l.decision_cells);
   }
   if (r.reruns > 0) {
     std::printf("  determinism: %d reruns %s\n", r.reruns,

@@ -181,8 +181,18 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
   // fall on either side, so the judge needs every key's MISA score (stage 1) and DSA score
   // (stage 2), not only the reference's own candidate set.
   const bool dagger = p.path == ref::Path::kMisaDagger;
+  // HISA (fp8): the blocks kept are decided on block scores that carry the kernel's drift; the
+  // same construction as dagger's stage 1, with "key in a kept block" for "key in the top K1".
+  const bool hisa_dec = p.path == ref::Path::kHisa && in.precision == ref::Precision::kFp8;
+  const bool staged = dagger || hisa_dec;
   ref::Result r_misa, r_dsa;
   int64_t k1 = 0;
+  if (hisa_dec) {
+    Problem sp;
+    sp.flat = sub;
+    sp.path = ref::Path::kDsa;
+    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_dsa).with_context("reference (HISA, all keys): "));
+  }
   if (dagger) {
     Problem sp;
     sp.flat = sub;
@@ -359,8 +369,60 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     // MISA-dagger: stage-1 membership within the bound of the K1-th MISA score is undecided too
     // (possible[j]: may be in the candidate's stage-1 set; certain[j]: must be).
     std::vector<char> possible, certain;
+    Status class_status = Status::Ok();
+    auto hisa_classes = [&]() -> Status {
+      ref::HisaBlockScores hb;
+      INDEXLAB_RETURN_IF_ERROR(ref::hisa_block_scores(sub, p.options, static_cast<int64_t>(t), &hb));
+      const int64_t nb = static_cast<int64_t>(hb.blocks.size());
+      const int64_t m = p.options.hisa_m;
+      const bool plus = p.options.hisa_topm_plus_ends;
+      std::vector<char> bpos(static_cast<size_t>(nb), 1), bcert(static_cast<size_t>(nb), 1);
+      if (nb > m || plus) {
+        const double u = 0x1p-24;
+        std::vector<double> bb(static_cast<size_t>(nb));
+        for (int64_t b = 0; b < nb; ++b) {
+          const double J = std::fabs(static_cast<double>(hb.score[b]));
+          bb[b] = o.tolerance.dot_rel * hb.abs_dot[b] + o.tolerance.epi_rel * hb.relu_sum[b] + hb.pool_flip[b] +
+                  o.tolerance.abs_floor + 2 * u * J + (p.options.hisa_bf16_block_scores ? 0x1p-8 * J : 0.0);
+        }
+        std::vector<int64_t> pool;
+        for (int64_t b = plus ? 0 : 1; b < (plus ? nb : nb - 1); ++b) pool.push_back(b);
+        const int64_t slots = plus ? m : m - 2;
+        std::sort(pool.begin(), pool.end(), [&](int64_t a, int64_t b) {
+          return ref::ranks_before(hb.score[a], a, hb.score[b], b);
+        });
+        for (int64_t r = 0; r < static_cast<int64_t>(pool.size()); ++r) {
+          const int64_t b = pool[r];
+          const double J = hb.score[b];
+          bool pos = r < slots, cert = r < slots;
+          if (static_cast<int64_t>(pool.size()) > slots) {
+            if (slots > 0) {
+              const int64_t last = pool[slots - 1];
+              pos = pos || J + bb[b] >= hb.score[last] - bb[last];
+            }
+            const int64_t out = pool[slots];
+            cert = cert && J - bb[b] > hb.score[out] + bb[out];
+          }
+          bpos[b] = pos;
+          bcert[b] = cert;
+        }
+        if (nb > 0) bpos[0] = bcert[0] = bpos[nb - 1] = bcert[nb - 1] = 1;  // first and last: always kept
+      }
+      possible.assign(static_cast<size_t>(ke - ks), 0);
+      certain.assign(static_cast<size_t>(ke - ks), 0);
+      for (int64_t b = 0; b < nb; ++b)
+        for (int64_t j = hb.blocks[b].vis0; j < hb.blocks[b].vis1; ++j) {
+          possible[j - ks] = bpos[b];
+          certain[j - ks] = bcert[b];
+        }
+      return Status::Ok();
+    };
     auto dagger_classes = [&]() {
-      if (!possible.empty() || !dagger) return;
+      if (!possible.empty() || !staged) return;
+      if (hisa_dec) {
+        class_status = hisa_classes();
+        return;
+      }
       if (abs_sub.q.empty() && !sub.q.empty()) {
         abs_sub = sub;
         for (auto& x : abs_sub.q) x = std::fabs(x);
@@ -391,10 +453,11 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
       v.bound_aware = false;
     } else if (v.exact) {
       v.bound_aware = true;
-    } else if (dagger && v.valid) {
-      // Accept the selection when it is a bound-aware top K, by DSA score, of some stage-1 set
-      // S with certain <= S <= possible.
+    } else if (staged && v.valid) {
+      // Accept the selection when it is a bound-aware top K, by DSA score, of some candidate set
+      // S with certain <= S <= possible (dagger: the top K1; HISA: the keys of the kept blocks).
       dagger_classes();
+      INDEXLAB_RETURN_IF_ERROR(class_status);
       if (abs_sub.q.empty() && !sub.q.empty()) {
         abs_sub = sub;
         for (auto& x : abs_sub.q) x = std::fabs(x);
@@ -478,9 +541,9 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
       }
       for (size_t m = 0; m < std::min<size_t>(3, extra.size()); ++m) {
         const float sc = lrow[extra[m]];
-        if (dagger && !(sc > -INFINITY)) {
+        if (staged && !(sc > -INFINITY)) {
           const float d = r_dsa.logits[t * r_dsa.logits_cols + extra[m]];
-          diag << "extra key " << extra[m] - ks << " (outside the reference's top K1; DSA score " << fmt(d)
+          diag << "extra key " << extra[m] - ks << " (outside the reference's candidates; DSA score " << fmt(d)
                << gap(d) << "); ";
         } else {
           diag << "extra key " << extra[m] - ks << " (score " << fmt(sc) << gap(sc) << "); ";
@@ -500,12 +563,15 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
 
     if (ls.present) {
       const float* crow = &cand.logits[i * cols];
-      if (dagger) dagger_classes();
+      if (staged) {
+        dagger_classes();
+        INDEXLAB_RETURN_IF_ERROR(class_status);
+      }
       for (int64_t c = 0; c < cols; ++c) {
         const int64_t j = c + fv.col_base[i];
         float r = (j >= 0 && j < in.shape.nk) ? lrow[j] : -INFINITY;
         const float x = crow[c];
-        if (dagger && j >= ks && j < ke) {
+        if (staged && j >= ks && j < ke) {
           // A key of the candidate's stage-1 set is compared with its DSA score; one whose
           // membership is undecided may be -inf on either side.
           const float d = r_dsa.logits[t * r_dsa.logits_cols + j];

@@ -83,8 +83,9 @@ struct LogitsSummary {
   bool present = false;
   int64_t inf_mismatches = 0;   // the -inf pattern must match exactly
   std::string first_inf_mismatch;
-  /// MISA-dagger: cells whose -inf differs only because a key's stage-1 (top-K1 by MISA score)
-  /// membership lies within the drift bound of the K1-th score; not counted as mismatches.
+  /// HISA and MISA-dagger: cells whose -inf differs only because a key's candidate membership
+  /// (its block kept; its place in the top K1 by MISA score) rests on a score within the drift
+  /// bound of the boundary; not counted as mismatches.
   int64_t decision_cells = 0;
   int64_t compared = 0;         // finite pairs compared
   double max_abs = 0.0, max_rel = 0.0;

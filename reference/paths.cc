@@ -456,4 +456,80 @@ Status misa_router_scores(const Inputs& in, const Options& opt, int64_t i, std::
   return Status::Ok();
 }
 
+Status hisa_block_scores(const Inputs& in, const Options& opt, int64_t i, HisaBlockScores* out) {
+  if (!out) return error("hisa_block_scores: null output");
+  if (i < 0 || i >= in.shape.nq) return error("hisa_block_scores: row ", i, " is outside [0, ", in.shape.nq, ")");
+  if (in.precision != Precision::kFp8) return error("hisa_block_scores: fp8 problems only");
+  const int H = in.shape.h, D = in.shape.d;
+  HisaBlockScores r;
+  eligible_blocks(in, opt, i, opt.hisa_block, &r.blocks);
+  const int64_t nb = static_cast<int64_t>(r.blocks.size());
+  PoolCache pools(in, true);
+  std::vector<const PooledKey*> pk;
+  for (const Block& b : r.blocks) pk.push_back(&pools.get(b.pool0, b.pool1));
+  const RowMat dots = nb ? pooled_dots(in, i, pk) : RowMat();
+  r.score.resize(nb);
+  r.abs_dot.resize(nb);
+  r.relu_sum.resize(nb);
+  r.pool_flip.resize(nb);
+  std::vector<float> mean(static_cast<size_t>(D));
+  std::vector<double> spread(static_cast<size_t>(D));
+  for (int64_t b = 0; b < nb; ++b) {
+    const double sc = pk[b]->scale;
+    double acc = 0.0, rs = 0.0, ad = 0.0;
+    for (int h = 0; h < H; ++h) {
+      const double w = in.w[i * H + h];
+      acc += w * relu(sc * dots(b, h));
+      rs += std::fabs(w) * relu(sc * dots(b, h));
+      double a = 0.0;
+      for (int x = 0; x < D; ++x) a += std::fabs(static_cast<double>(in.q[(i * H + h) * D + x]) * pk[b]->v[x]);
+      ad += std::fabs(w) * sc * a;
+    }
+    r.score[b] = static_cast<float>(acc);
+    if (opt.hisa_bf16_block_scores) r.score[b] = round_to_bf16(r.score[b]);
+    r.abs_dot[b] = ad;
+    r.relu_sum[b] = rs;
+    // A kernel may sum the pooled keys in fp64 instead of exactly: its mean can then differ by
+    // the fp64 error of the sum (plus one fp32 ulp), which can move a re-quantized code, or the
+    // block scale through amax, by a step. Bound that per feature from the perturbed means.
+    const int64_t j0 = r.blocks[b].pool0, j1 = r.blocks[b].pool1;
+    pooled_mean(in, j0, j1, mean.data());
+    const double cnt = static_cast<double>(j1 - j0);
+    for (int x = 0; x < D; ++x) {
+      double sa = 0.0;
+      for (int64_t j = j0; j < j1; ++j)
+        sa += std::fabs((in.k_scale.empty() ? 1.0 : in.k_scale[j]) * static_cast<double>(in.k[j * D + x]));
+      spread[x] = (cnt - 1) * 0x1p-53 * sa / cnt;  // the fp64 sum's error bound, over the count
+    }
+    float amax = 0.0f;
+    for (float v : mean) amax = std::max(amax, std::fabs(v));
+    double amax_spread = 0.0;
+    for (int x = 0; x < D; ++x)
+      if (std::fabs(mean[x]) == amax) amax_spread = std::max(amax_spread, spread[x]);
+    auto widen = [](float v, double e, bool up) {
+      const float w = static_cast<float>(up ? v + e : v - e);
+      return std::nextafter(w, up ? INFINITY : -INFINITY);
+    };
+    const float scale0 = std::max(amax / 448.0f, 1e-10f);
+    const float amax_lo = std::max(0.0f, widen(amax, amax_spread, false)), amax_hi = widen(amax, amax_spread, true);
+    const float scales[3] = {std::max(amax_lo / 448.0f, 1e-10f), scale0, std::max(amax_hi / 448.0f, 1e-10f)};
+    double flip = 0.0;
+    for (int h = 0; h < H; ++h) {
+      double fh = 0.0;
+      for (int x = 0; x < D; ++x) {
+        const double base = static_cast<double>(e4m3_to_float(float_to_e4m3_satfinite(mean[x] / scale0))) * scale0;
+        double dmax = 0.0;
+        for (float m2 : {widen(mean[x], spread[x], false), mean[x], widen(mean[x], spread[x], true)})
+          for (float s2 : scales)
+            dmax = std::max(dmax, std::fabs(static_cast<double>(e4m3_to_float(float_to_e4m3_satfinite(m2 / s2))) * s2 - base));
+        fh += std::fabs(static_cast<double>(in.q[(i * H + h) * D + x])) * dmax;
+      }
+      flip += std::fabs(static_cast<double>(in.w[i * H + h])) * fh;
+    }
+    r.pool_flip[b] = flip;
+  }
+  *out = std::move(r);
+  return Status::Ok();
+}
+
 }  // namespace indexlab::ref

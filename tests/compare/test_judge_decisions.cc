@@ -14,6 +14,7 @@
 #include "compare/workloads.h"
 #include "reference/problem.h"
 #include "reference/routing.h"
+#include "reference/scoring.h"
 
 namespace indexlab {
 namespace {
@@ -158,6 +159,78 @@ TEST(JudgeRouting, NearTiedHeadAcceptedFarHeadRejected) {
   EXPECT_EQ(rep2.selection.bound_aware, 0);
   EXPECT_NE(rep2.selection.worst.at(0).diagnosis.find("drift bound"), std::string::npos)
       << rep2.selection.worst.at(0).diagnosis;
+}
+
+}  // namespace
+}  // namespace indexlab
+
+namespace indexlab {
+namespace {
+
+// HISA: the blocks kept are decided on block scores. A selection built from a kept-block set in
+// which the last kept middle block is swapped for the first left-out one (scores within the
+// drift bound) passes; one built with the lowest-scoring block instead fails.
+TEST(JudgeHisaBlocks, NearBlockSwapAcceptedFarSwapRejected) {
+  compare::WorkloadSpec spec{"gaussian", 2, 4096, 8, 64, 256, 5};
+  ref::RawInputs raw;
+  ASSERT_TRUE(compare::make_workload(spec, &raw).ok());
+  compare::Problem p;
+  p.name = "gaussian";
+  p.path = ref::Path::kHisa;
+  p.options.hisa_block = 64;
+  p.options.hisa_m = 8;
+  ASSERT_TRUE(ref::quantize_inputs(raw, ref::Precision::kFp8, {}, &p.flat).ok());
+  const int64_t nq = p.flat.shape.nq;
+  const int K = p.k();
+  compare::JudgeOptions jo;
+  ASSERT_TRUE(compare::tolerance_by_name("tensor_core", p.h(), p.d(), &jo.tolerance).ok());
+  ref::Options od = p.options;
+  od.want_logits = true;
+  ref::Result dsa;
+  ASSERT_TRUE(ref::run(ref::Path::kDsa, p.flat, od, &dsa).ok());
+  // The canonical top K by exact DSA score over the keys of the given blocks.
+  auto select = [&](int64_t i, const ref::HisaBlockScores& hb, const std::vector<char>& keep, int32_t* out) {
+    std::vector<std::pair<float, int64_t>> c;
+    for (size_t b = 0; b < hb.blocks.size(); ++b)
+      if (keep[b])
+        for (int64_t j = hb.blocks[b].vis0; j < hb.blocks[b].vis1; ++j) c.push_back({dsa.logits[i * dsa.logits_cols + j], j});
+    std::sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    for (int t = 0; t < K; ++t) out[t] = t < static_cast<int>(c.size()) ? static_cast<int32_t>(c[t].second - p.flat.ks[i]) : -1;
+  };
+  compare::CandidateOutput near, far;
+  near.nq = far.nq = nq;
+  near.k = far.k = K;
+  near.index.assign(nq * K, -1);
+  far.index.assign(nq * K, -1);
+  for (int64_t i = 0; i < nq; ++i) {
+    ref::HisaBlockScores hb;
+    ASSERT_TRUE(ref::hisa_block_scores(p.flat, p.options, i, &hb).ok());
+    const int64_t nb = static_cast<int64_t>(hb.blocks.size());
+    ASSERT_GT(nb, p.options.hisa_m);
+    std::vector<int64_t> mid;
+    for (int64_t b = 1; b + 1 < nb; ++b) mid.push_back(b);
+    std::sort(mid.begin(), mid.end(), [&](int64_t a, int64_t b) { return ref::ranks_before(hb.score[a], a, hb.score[b], b); });
+    const int64_t slots = p.options.hisa_m - 2;
+    std::vector<char> keep(static_cast<size_t>(nb), 0);
+    keep[0] = keep[nb - 1] = 1;
+    for (int64_t r = 0; r < slots; ++r) keep[mid[r]] = 1;
+    // near: the last kept middle block out, the first left-out one in.
+    std::vector<char> kn = keep;
+    kn[mid[slots - 1]] = 0;
+    kn[mid[slots]] = 1;
+    select(i, hb, kn, &near.index[i * K]);
+    // far: the last kept middle block out, the lowest-scoring block in.
+    std::vector<char> kf = keep;
+    kf[mid[slots - 1]] = 0;
+    kf[mid.back()] = 1;
+    select(i, hb, kf, &far.index[i * K]);
+  }
+  compare::Report rn, rf;
+  ASSERT_TRUE(compare::judge(p, near, jo, &rn).ok());
+  EXPECT_TRUE(rn.selection.passed(false)) << rn.to_json().dump();
+  EXPECT_LT(rn.selection.exact, rn.selection.rows_judged);  // the swap changed the selection
+  ASSERT_TRUE(compare::judge(p, far, jo, &rf).ok());
+  EXPECT_FALSE(rf.selection.passed(false)) << rf.to_json().dump();
 }
 
 }  // namespace
