@@ -185,25 +185,34 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
   // same construction as dagger's stage 1, with "key in a kept block" for "key in the top K1".
   const bool hisa_dec = p.path == ref::Path::kHisa && in.precision == ref::Precision::kFp8;
   const bool staged = dagger || hisa_dec;
+  // Computed on the first row that needs them (a row that is not exact, or a logit cell whose -inf
+  // differs), so exact candidates cost no extra reference runs.
   ref::Result r_misa, r_dsa;
-  int64_t k1 = 0;
-  if (hisa_dec) {
+  const int64_t k1 = dagger ? std::min<int64_t>(p.options.dagger_k1, std::max<int64_t>(1, in.shape.nk)) : 0;
+  bool stage_refs_ready = false;
+  auto stage_refs = [&]() -> Status {
+    if (stage_refs_ready) return Status::Ok();
+    stage_refs_ready = true;
     Problem sp;
     sp.flat = sub;
     sp.path = ref::Path::kDsa;
-    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_dsa).with_context("reference (HISA, all keys): "));
-  }
-  if (dagger) {
-    Problem sp;
-    sp.flat = sub;
-    sp.path = ref::Path::kMisa;
-    k1 = std::min<int64_t>(p.options.dagger_k1, std::max<int64_t>(1, in.shape.nk));
-    sp.flat.shape.k = static_cast<int>(k1);
-    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_misa).with_context("reference (dagger stage 1): "));
-    sp.flat.shape.k = K;
-    sp.path = ref::Path::kDsa;
-    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_dsa).with_context("reference (dagger stage 2): "));
-  }
+    INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_dsa).with_context("reference (every key's DSA score): "));
+    if (dagger) {
+      sp.path = ref::Path::kMisa;
+      sp.flat.shape.k = static_cast<int>(k1);
+      INDEXLAB_RETURN_IF_ERROR(run_reference(sp, ro, &r_misa).with_context("reference (dagger stage 1): "));
+    }
+    return Status::Ok();
+  };
+  // Drift bounds of row t's keys (over the listed heads, or all), with |q| and |k| built once.
+  auto bounds = [&](size_t t, const int32_t* heads = nullptr, int nheads = 0) {
+    if (abs_sub.q.empty() && !sub.q.empty()) {
+      abs_sub = sub;
+      for (auto& x : abs_sub.q) x = std::fabs(x);
+      for (auto& x : abs_sub.k) x = std::fabs(x);
+    }
+    return row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance, heads, nheads);
+  };
   Report rep;
   rep.problem = p.name;
   SelectionSummary& ss = rep.selection;
@@ -240,10 +249,11 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     const int32_t* heads_used = routed ? &rr.active_heads[t * nh] : nullptr;
     std::vector<float> alt_logits, alt_score, alt_bound, alt1_logits, alt1_score, alt1_bound;
     std::vector<int32_t> alt_index, alt1_index;
-    const float* m_logits = dagger ? &r_misa.logits[t * r_misa.logits_cols] : nullptr;
-    const int32_t* m_index = dagger ? &r_misa.index[t * k1] : nullptr;
-    const float* m_score = dagger ? &r_misa.score[t * k1] : nullptr;
-    const float* m_bound = dagger ? &r_misa.bound[t * k1] : nullptr;
+    // Dagger stage 1 of this row: the reference's (set on first use) or, rerouted, the candidate heads'.
+    const float* m_logits = nullptr;
+    const int32_t* m_index = nullptr;
+    const float* m_score = nullptr;
+    const float* m_bound = nullptr;
     if (cand_heads && !std::equal(&cand.active_heads[i * nh], &cand.active_heads[i * nh] + nh, heads_used)) {
       std::vector<double> e, eb;
       INDEXLAB_RETURN_IF_ERROR(ref::misa_router_scores(sub, p.options, static_cast<int64_t>(t), &e, &eb));
@@ -369,7 +379,6 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     // MISA-dagger: stage-1 membership within the bound of the K1-th MISA score is undecided too
     // (possible[j]: may be in the candidate's stage-1 set; certain[j]: must be).
     std::vector<char> possible, certain;
-    Status class_status = Status::Ok();
     auto hisa_classes = [&]() -> Status {
       ref::HisaBlockScores hb;
       INDEXLAB_RETURN_IF_ERROR(ref::hisa_block_scores(sub, p.options, static_cast<int64_t>(t), &hb));
@@ -417,19 +426,19 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
         }
       return Status::Ok();
     };
-    auto dagger_classes = [&]() {
-      if (!possible.empty() || !staged) return;
-      if (hisa_dec) {
-        class_status = hisa_classes();
-        return;
+    // Which keys may (possible) and must (certain) be among the candidate's scored keys.
+    auto stage_classes = [&]() -> Status {
+      if (!possible.empty() || !staged) return Status::Ok();
+      if (hisa_dec) return hisa_classes();
+      if (!m_logits) {
+        INDEXLAB_RETURN_IF_ERROR(stage_refs());
+        m_logits = &r_misa.logits[t * r_misa.logits_cols];
+        m_index = &r_misa.index[t * k1];
+        m_score = &r_misa.score[t * k1];
+        m_bound = &r_misa.bound[t * k1];
       }
-      if (abs_sub.q.empty() && !sub.q.empty()) {
-        abs_sub = sub;
-        for (auto& x : abs_sub.q) x = std::fabs(x);
-        for (auto& x : abs_sub.k) x = std::fabs(x);
-      }
-      // MISA scores sum over the reference's active heads: their drift bound covers those only.
-      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance, heads_used, nh);
+      // MISA scores sum over the active heads: their drift bound covers those only.
+      const std::vector<double> b = bounds(t, heads_used, nh);
       const float* mrow = m_logits;
       int64_t n1 = 0;
       while (n1 < k1 && m_index[n1] >= 0) ++n1;
@@ -446,6 +455,7 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
         possible[j - ks] = !full1 || sc + bj >= k1th;
         certain[j - ks] = !full1 || sc - bj > k1th;
       }
+      return Status::Ok();
     };
     if (!routing_ok) {
       v.exact = false;
@@ -456,14 +466,9 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
     } else if (staged && v.valid) {
       // Accept the selection when it is a bound-aware top K, by DSA score, of some candidate set
       // S with certain <= S <= possible (dagger: the top K1; HISA: the keys of the kept blocks).
-      dagger_classes();
-      INDEXLAB_RETURN_IF_ERROR(class_status);
-      if (abs_sub.q.empty() && !sub.q.empty()) {
-        abs_sub = sub;
-        for (auto& x : abs_sub.q) x = std::fabs(x);
-        for (auto& x : abs_sub.k) x = std::fabs(x);
-      }
-      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance);
+      INDEXLAB_RETURN_IF_ERROR(stage_classes());
+      INDEXLAB_RETURN_IF_ERROR(stage_refs());
+      const std::vector<double> b = bounds(t);
       const float* drow = &r_dsa.logits[t * r_dsa.logits_cols];
       const double u = 0x1p-24;
       bool ok = true;
@@ -494,12 +499,7 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
       }
       v.bound_aware = ok;
     } else if (v.valid && ckeys.size() == rkeys.size()) {
-      if (abs_sub.q.empty() && !sub.q.empty()) {
-        abs_sub = sub;
-        for (auto& x : abs_sub.q) x = std::fabs(x);
-        for (auto& x : abs_sub.k) x = std::fabs(x);
-      }
-      const std::vector<double> b = row_bounds(sub, abs_sub, static_cast<int64_t>(t), o.tolerance);
+      const std::vector<double> b = bounds(t);
       const size_t kth_pos = rkeys.empty() ? 0 : rkeys.size() - 1;
       const double kb = rkeys.empty() ? 0.0 : b[rkeys[kth_pos] - ks] + r_bound[kth_pos];
       bool ok = true;
@@ -542,6 +542,7 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
       for (size_t m = 0; m < std::min<size_t>(3, extra.size()); ++m) {
         const float sc = lrow[extra[m]];
         if (staged && !(sc > -INFINITY)) {
+          INDEXLAB_RETURN_IF_ERROR(stage_refs());
           const float d = r_dsa.logits[t * r_dsa.logits_cols + extra[m]];
           diag << "extra key " << extra[m] - ks << " (outside the reference's candidates; DSA score " << fmt(d)
                << gap(d) << "); ";
@@ -563,26 +564,21 @@ Status judge(const Problem& p, const CandidateOutput& cand, const JudgeOptions& 
 
     if (ls.present) {
       const float* crow = &cand.logits[i * cols];
-      if (staged) {
-        dagger_classes();
-        INDEXLAB_RETURN_IF_ERROR(class_status);
-      }
       for (int64_t c = 0; c < cols; ++c) {
         const int64_t j = c + fv.col_base[i];
         float r = (j >= 0 && j < in.shape.nk) ? lrow[j] : -INFINITY;
         const float x = crow[c];
-        if (staged && j >= ks && j < ke) {
-          // A key of the candidate's stage-1 set is compared with its DSA score; one whose
-          // membership is undecided may be -inf on either side.
-          const float d = r_dsa.logits[t * r_dsa.logits_cols + j];
-          const bool cand_in = x != -INFINITY;
-          const bool ref_in = r != -INFINITY;
-          const bool undecided = cand_in != ref_in && (cand_in ? possible[j - ks] : !certain[j - ks]);
-          if (undecided) {
+        const bool cand_in = x != -INFINITY, ref_in = r != -INFINITY;
+        if (staged && j >= ks && j < ke && cand_in != ref_in) {
+          // A key whose membership of the candidate set is undecided may be -inf on either side;
+          // the candidate's value of one it kept is compared with the key's DSA score.
+          INDEXLAB_RETURN_IF_ERROR(stage_classes());
+          if (cand_in ? possible[j - ks] : !certain[j - ks]) {
             ++ls.decision_cells;
             if (!cand_in) continue;
+            INDEXLAB_RETURN_IF_ERROR(stage_refs());
+            r = r_dsa.logits[t * r_dsa.logits_cols + j];
           }
-          if (cand_in && (ref_in || undecided)) r = d;
         }
         const bool rinf = r == -INFINITY, xinf = x == -INFINITY;
         if (rinf != xinf || std::isnan(x) != std::isnan(r)) {
