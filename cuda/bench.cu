@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cuda/api.h"
+#include "cuda/bench_random.h"
 #include "cuda/sm90_common.cuh"
 
 namespace indexlab::cuda {
@@ -17,27 +18,6 @@ Status launch_wgmma_peak_elem(bool bf16, int iters, float* sink, int ctas, cudaS
 int num_sms();
 
 namespace {
-uint64_t splitmix(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-// Random finite e4m3 code of magnitude in about [2^-3, 2^3), random sign: never 0x7F/0xFF.
-uint8_t rand_code(uint64_t& s) {
-  const uint64_t r = splitmix(s);
-  const uint8_t exp = static_cast<uint8_t>(4 + (r % 7));  // biased exponent 4..10
-  const uint8_t man = static_cast<uint8_t>((r >> 8) & 7);
-  return static_cast<uint8_t>(((r >> 16) & 1) << 7 | exp << 3 | man);
-}
-// Random finite non-zero bf16 of magnitude in about [2^-3, 2^3), random sign, 7 random mantissa bits.
-uint16_t rand_bf16(uint64_t& s) {
-  const uint64_t r = splitmix(s);
-  const uint16_t exp = static_cast<uint16_t>(124 + (r % 6));  // 2^-3 .. 2^2
-  return static_cast<uint16_t>(((r >> 16) & 1) << 15 | exp << 7 | ((r >> 8) & 0x7F));
-}
-float rand_unit(uint64_t& s) { return static_cast<float>((splitmix(s) >> 40) * (1.0 / 16777216.0)); }
-
 template <typename T>
 struct Buf {
   T* p = nullptr;

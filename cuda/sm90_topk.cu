@@ -696,7 +696,6 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
 // index order (each thread owns a contiguous index range; one block scan ranks them), and the
 // winners are sorted by composite. Same output as the other kernels, bit for bit.
 constexpr int64_t kSmallMaxCols = 16384;
-constexpr bool kDefaultShort = true;  // INDEXLAB_TOPK=cluster turns it off
 constexpr int kST = 256;              // threads
 constexpr int kSB = 2048;             // bins per pass
 constexpr int kSBT = kSB / kST;       // bins per thread
@@ -902,11 +901,11 @@ Status launch_topk(const TopkParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   // INDEXLAB_TOPK=legacy selects the one-CTA radix kernel, INDEXLAB_TOPK=cluster the cluster
   // kernel and INDEXLAB_TOPK=short the short-row kernel for rows of at most kSmallMaxCols
-  // columns (tests compare the paths). Default: kDefaultShort decides for short rows.
+  // columns (tests compare the paths). By default short rows take the short-row kernel.
   const char* path = std::getenv("INDEXLAB_TOPK");
   const bool legacy = (path && std::strcmp(path, "legacy") == 0) ||
                       p.rows > INT32_MAX / detail::kClusterCtas;
-  const bool want_short = path ? std::strcmp(path, "short") == 0 : detail::kDefaultShort;
+  const bool want_short = !path || std::strcmp(path, "short") == 0;
   if (!legacy && want_short && p.cols <= detail::kSmallMaxCols) {
     const int ncap = static_cast<int>(std::max<int64_t>(p.cols, 1));
     const size_t smem = static_cast<size_t>(kpow2) * 8 + static_cast<size_t>(ncap) * 4 +

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "cuda/bench_random.h"
 #include "cuda/bench_staged.cuh"
 #include "cuda/sm90_host.cuh"
 #include "cuda/sparse.h"
@@ -15,19 +16,6 @@ namespace indexlab::cuda {
 namespace detail {
 namespace {
 
-uint64_t mix(uint64_t& s) {
-  uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-uint8_t code(uint64_t& s) {
-  const uint64_t r = mix(s);
-  const uint8_t exp = static_cast<uint8_t>(4 + (r % 7));  // biased exponent 4..10
-  const uint8_t man = static_cast<uint8_t>((r >> 8) & 7);
-  return static_cast<uint8_t>(((r >> 16) & 1) << 7 | exp << 3 | man);
-}
-float unit(uint64_t& s) { return static_cast<float>((mix(s) >> 40) * (1.0 / 16777216.0)); }
 
 Status check_spec(const SparseBenchSpec& s) {
   if (s.sk < 1) return error("SparseBenchSpec: sk = ", s.sk, " must be >= 1");
@@ -94,16 +82,16 @@ Status make_synthetic_fp8(const SparseBenchSpec& spec, SyntheticFp8* out) {
   SyntheticFp8 s;
   s.rows = spec.batch > 0 ? spec.batch * spec.next_n : spec.sq;
   s.q.resize(static_cast<size_t>(s.rows) * h * d);
-  for (auto& c : s.q) c = code(st);
+  for (auto& c : s.q) c = rand_code(st);
   s.w.resize(static_cast<size_t>(s.rows) * h);
-  for (auto& v : s.w) v = 2.0f * unit(st) - 0.7f;
+  for (auto& v : s.w) v = 2.0f * rand_unit(st) - 0.7f;
   s.q_scale.resize(s.w.size());
-  for (auto& v : s.q_scale) v = 0.25f + unit(st);
+  for (auto& v : s.q_scale) v = 0.25f + rand_unit(st);
   if (spec.batch == 0) {
     s.k.resize(static_cast<size_t>(spec.sk) * d);
-    for (auto& c : s.k) c = code(st);
+    for (auto& c : s.k) c = rand_code(st);
     s.k_scale.resize(static_cast<size_t>(spec.sk));
-    for (auto& v : s.k_scale) v = 0.5f + unit(st);
+    for (auto& v : s.k_scale) v = 0.5f + rand_unit(st);
     s.ks.assign(static_cast<size_t>(s.rows), 0);
     s.ke.resize(static_cast<size_t>(s.rows));
     for (int64_t i = 0; i < s.rows; ++i) {
@@ -117,13 +105,13 @@ Status make_synthetic_fp8(const SparseBenchSpec& spec, SyntheticFp8* out) {
     s.cache.resize(static_cast<size_t>(s.num_pages * pb));
     for (int64_t pg = 0; pg < s.num_pages; ++pg) {
       uint8_t* base = s.cache.data() + pg * pb;
-      for (int64_t i = 0; i < 64 * d; ++i) base[i] = code(st);
+      for (int64_t i = 0; i < 64 * d; ++i) base[i] = rand_code(st);
       float* scl = reinterpret_cast<float*>(base + 64 * d);
-      for (int i = 0; i < 64; ++i) scl[i] = 0.5f + unit(st);
+      for (int i = 0; i < 64; ++i) scl[i] = 0.5f + rand_unit(st);
     }
     s.block_table.resize(static_cast<size_t>(s.num_pages));
     std::iota(s.block_table.begin(), s.block_table.end(), 0);
-    for (int64_t i = s.num_pages - 1; i > 0; --i) std::swap(s.block_table[i], s.block_table[mix(st) % (i + 1)]);
+    for (int64_t i = s.num_pages - 1; i > 0; --i) std::swap(s.block_table[i], s.block_table[splitmix(st) % (i + 1)]);
     s.context_lens.assign(static_cast<size_t>(spec.batch), static_cast<int32_t>(spec.sk));
     for (int64_t r = 0; r < s.rows; ++r) s.pairs += spec.sk - spec.next_n + (r % spec.next_n) + 1;
   }

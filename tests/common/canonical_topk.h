@@ -8,9 +8,9 @@
 
 namespace indexlab::testing {
 
-/// Top k of row[lo, hi): idx relative to lo (or absolute columns), sc the scores.
-inline void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, bool absolute, int32_t* idx,
-                           float* sc) {
+/// Top k of row[lo, hi): idx = column - off, sc the scores.
+inline void canonical_topk_offset(const float* row, int64_t lo, int64_t hi, int k, int64_t off, int32_t* idx,
+                                  float* sc) {
   std::vector<int64_t> c;
   for (int64_t j = lo; j < hi; ++j)
     if (!std::isnan(row[j]) && row[j] > -INFINITY) c.push_back(j);
@@ -18,14 +18,15 @@ inline void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, bool
   const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
   std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
   for (int t = 0; t < k; ++t) {
-    if (t < m) {
-      idx[t] = static_cast<int32_t>(absolute ? c[t] : c[t] - lo);
-      sc[t] = row[c[t]];
-    } else {
-      idx[t] = -1;
-      sc[t] = -INFINITY;
-    }
+    idx[t] = t < m ? static_cast<int32_t>(c[t] - off) : -1;
+    sc[t] = t < m ? row[c[t]] : -INFINITY;
   }
+}
+
+/// Top k of row[lo, hi): idx relative to lo (or absolute columns), sc the scores.
+inline void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, bool absolute, int32_t* idx,
+                           float* sc) {
+  canonical_topk_offset(row, lo, hi, k, absolute ? 0 : lo, idx, sc);
 }
 
 }  // namespace indexlab::testing

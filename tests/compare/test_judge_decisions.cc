@@ -19,15 +19,22 @@
 namespace indexlab {
 namespace {
 
-compare::Problem dagger_problem() {
-  compare::WorkloadSpec spec{"gaussian", 8, 16384, 64, 128, 2048, 1};
+/// A gaussian workload problem of the given shape, path, precision and options.
+compare::Problem gaussian_problem(int64_t nq, int64_t nk, int h, int d, int k, uint64_t seed, ref::Path path,
+                                  ref::Precision prec, const ref::Options& opt = {}) {
+  compare::WorkloadSpec spec{"gaussian", nq, nk, h, d, k, seed};
   ref::RawInputs raw;
   EXPECT_TRUE(compare::make_workload(spec, &raw).ok());
   compare::Problem p;
   p.name = "gaussian";
-  p.path = ref::Path::kMisaDagger;
-  EXPECT_TRUE(ref::quantize_inputs(raw, ref::Precision::kFp8, {}, &p.flat).ok());
+  p.path = path;
+  p.options = opt;
+  EXPECT_TRUE(ref::quantize_inputs(raw, prec, {}, &p.flat).ok());
   return p;
+}
+
+compare::Problem dagger_problem() {
+  return gaussian_problem(8, 16384, 64, 128, 2048, 1, ref::Path::kMisaDagger, ref::Precision::kFp8);
 }
 
 TEST(JudgeDagger, EmulatedKernelPassesThroughStageOneBounds) {
@@ -85,15 +92,10 @@ namespace {
 // of the reference's pick is judged under its own heads (and passes when its selection is right
 // for them); a head far below the h-th is rejected.
 TEST(JudgeRouting, NearTiedHeadAcceptedFarHeadRejected) {
-  compare::WorkloadSpec spec{"gaussian", 2, 4096, 8, 64, 256, 3};
-  ref::RawInputs raw;
-  ASSERT_TRUE(compare::make_workload(spec, &raw).ok());
-  compare::Problem p;
-  p.name = "gaussian";
-  p.path = ref::Path::kMisa;
-  p.options.misa_heads = 1;
-  p.options.misa_block = 256;
-  ASSERT_TRUE(ref::quantize_inputs(raw, ref::Precision::kFp32, {}, &p.flat).ok());
+  ref::Options ro;
+  ro.misa_heads = 1;
+  ro.misa_block = 256;
+  compare::Problem p = gaussian_problem(2, 4096, 8, 64, 256, 3, ref::Path::kMisa, ref::Precision::kFp32, ro);
   const int H = p.h();
   // Make head 5's router score a hair (1e-9 relative) below the top head's on every row.
   for (int64_t i = 0; i < p.flat.shape.nq; ++i) {
@@ -171,15 +173,10 @@ namespace {
 // which the last kept middle block is swapped for the first left-out one (scores within the
 // drift bound) passes; one built with the lowest-scoring block instead fails.
 TEST(JudgeHisaBlocks, NearBlockSwapAcceptedFarSwapRejected) {
-  compare::WorkloadSpec spec{"gaussian", 2, 4096, 8, 64, 256, 5};
-  ref::RawInputs raw;
-  ASSERT_TRUE(compare::make_workload(spec, &raw).ok());
-  compare::Problem p;
-  p.name = "gaussian";
-  p.path = ref::Path::kHisa;
-  p.options.hisa_block = 64;
-  p.options.hisa_m = 8;
-  ASSERT_TRUE(ref::quantize_inputs(raw, ref::Precision::kFp8, {}, &p.flat).ok());
+  ref::Options ho;
+  ho.hisa_block = 64;
+  ho.hisa_m = 8;
+  compare::Problem p = gaussian_problem(2, 4096, 8, 64, 256, 5, ref::Path::kHisa, ref::Precision::kFp8, ho);
   const int64_t nq = p.flat.shape.nq;
   const int K = p.k();
   compare::JudgeOptions jo;

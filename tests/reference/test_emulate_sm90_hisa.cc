@@ -21,6 +21,7 @@
 #include "reference/quant.h"
 #include "reference/scoring.h"
 #include "tests/common/hisa_problems.h"
+#include "tests/common/canonical_topk.h"
 #include "tests/common/sm90_test.h"
 
 namespace indexlab {
@@ -41,25 +42,6 @@ using ::indexlab::testing::hisa::make_flat;
 using ::indexlab::testing::hisa::make_paged;
 using ::indexlab::testing::hisa::Values;
 
-/// Canonical top-k of one row of logits (columns lo..hi-1), -1 / -inf padded.
-void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, int64_t off, int32_t* idx, float* sc) {
-  std::vector<int64_t> c;
-  for (int64_t j = lo; j < hi; ++j)
-    if (!std::isnan(row[j]) && row[j] > -INFINITY) c.push_back(j);
-  auto better = [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; };
-  const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
-  std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
-  for (int t = 0; t < k; ++t) {
-    if (t < m) {
-      idx[t] = static_cast<int32_t>(c[t] - off);
-      sc[t] = row[c[t]];
-    } else {
-      idx[t] = -1;
-      sc[t] = -INFINITY;
-    }
-  }
-}
-
 /// HISA emulation == canonical top-k of the emulated DSA logits (index, score and logits).
 void expect_equals_emulated_dsa(const Inputs& in, const Options& opt, const std::string& what) {
   Options o = opt;
@@ -78,7 +60,7 @@ void expect_equals_emulated_dsa(const Inputs& in, const Options& opt, const std:
   std::vector<float> cs(k);
   const bool rel = opt.index_base == ref::IndexBase::kRelative;
   for (int64_t i = 0; i < nq; ++i) {
-    canonical_topk(dsa.data() + i * nk, in.ks[i], in.ke[i], k, rel ? in.ks[i] : 0, ci.data(), cs.data());
+    ::indexlab::testing::canonical_topk_offset(dsa.data() + i * nk, in.ks[i], in.ke[i], k, rel ? in.ks[i] : 0, ci.data(), cs.data());
     for (int t = 0; t < k; ++t) {
       ASSERT_EQ(h.index[i * k + t], ci[t]) << what << ": row " << i << " slot " << t;
       ASSERT_TRUE(same_float(h.score[i * k + t], cs[t])) << what << ": row " << i << " slot " << t;

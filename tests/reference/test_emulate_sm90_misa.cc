@@ -17,6 +17,7 @@
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/quant.h"
+#include "tests/common/canonical_topk.h"
 #include "tests/common/sm90_test.h"
 
 namespace indexlab {
@@ -122,20 +123,6 @@ PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std
   return in;
 }
 
-/// Canonical top-k of one row of logits (columns lo..hi-1), -1 / -inf padded.
-void canonical_topk(const float* row, int64_t lo, int64_t hi, int k, int64_t off, int32_t* idx, float* sc) {
-  std::vector<int64_t> c;
-  for (int64_t j = lo; j < hi; ++j)
-    if (!std::isnan(row[j]) && row[j] > -INFINITY) c.push_back(j);
-  auto better = [&](int64_t a, int64_t b) { return row[a] != row[b] ? row[a] > row[b] : a < b; };
-  const int64_t m = std::min<int64_t>(k, static_cast<int64_t>(c.size()));
-  std::partial_sort(c.begin(), c.begin() + m, c.end(), better);
-  for (int t = 0; t < k; ++t) {
-    idx[t] = t < m ? static_cast<int32_t>(c[t] - off) : -1;
-    sc[t] = t < m ? row[c[t]] : -INFINITY;
-  }
-}
-
 /// Emulated DSA selection of a flat problem (canonical top-k of emulate_sm90_dsa_logits).
 void emu_dsa(const Inputs& in, const Options& opt, Result* out, std::vector<float>* logits) {
   ASSERT_TRUE(ref::emulate_sm90_dsa_logits(in, logits).ok());
@@ -144,7 +131,7 @@ void emu_dsa(const Inputs& in, const Options& opt, Result* out, std::vector<floa
   out->index.assign(static_cast<size_t>(nq * k), -1);
   out->score.assign(static_cast<size_t>(nq * k), -INFINITY);
   for (int64_t i = 0; i < nq; ++i)
-    canonical_topk(logits->data() + i * nk, in.ks[i], in.ke[i], k,
+    ::indexlab::testing::canonical_topk_offset(logits->data() + i * nk, in.ks[i], in.ke[i], k,
                    opt.index_base == ref::IndexBase::kRelative ? in.ks[i] : 0, out->index.data() + i * k,
                    out->score.data() + i * k);
 }
@@ -379,7 +366,7 @@ TEST(EmuSm90Misa, PagedAllHeadsIsEmulatedPagedDsa) {
   std::vector<int32_t> idx(static_cast<size_t>(in.k));
   std::vector<float> sc(static_cast<size_t>(in.k));
   for (int64_t r = 0; r < in.rows(); ++r) {
-    canonical_topk(dl.data() + r * cols, 0, cols, in.k, 0, idx.data(), sc.data());
+    ::indexlab::testing::canonical_topk_offset(dl.data() + r * cols, 0, cols, in.k, 0, idx.data(), sc.data());
     for (int t = 0; t < in.k; ++t) {
       ASSERT_EQ(misa.index[r * in.k + t], idx[t]) << "row " << r;
       ASSERT_TRUE(same_float(misa.score[r * in.k + t], sc[t]));
