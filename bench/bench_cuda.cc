@@ -5,6 +5,7 @@
 #include <string>
 
 #include "cuda/api.h"
+#include "cuda/scoped_env.h"
 
 namespace {
 
@@ -60,20 +61,31 @@ void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
 }
 BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
+// ws = 1: the warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws), timed beside the
+// default one in the same binary.
+const char* logits_kernel_env(const benchmark::State& state) {
+  return state.range(2) != 0 ? "ws" : nullptr;
+}
+
 void BM_CudaPrefillCausal(benchmark::State& state) {
+  indexlab::cuda::ScopedEnv kernel("INDEXLAB_LOGITS", logits_kernel_env(state));
   std::unique_ptr<Workload> w;
   Status s = indexlab::cuda::make_prefill_workload(state.range(0), 64, 128, 2048, state.range(1) != 0,
                                                    42, &w);
   run_workload(state, s, w);
 }
 BENCHMARK(BM_CudaPrefillCausal)
-    ->ArgNames({"S", "logits_only"})
-    ->Args({8192, 1})
-    ->Args({8192, 0})
-    ->Args({32768, 1})
-    ->Args({32768, 0})
-    ->Args({65536, 1})  // 16 GiB of materialized logits; 128K (64 GiB) does not fit this workload
-    ->Args({65536, 0})
+    ->ArgNames({"S", "logits_only", "ws"})
+    ->Args({8192, 1, 0})
+    ->Args({8192, 1, 1})
+    ->Args({8192, 0, 0})
+    ->Args({8192, 0, 1})
+    ->Args({32768, 1, 0})
+    ->Args({32768, 1, 1})
+    ->Args({32768, 0, 0})
+    ->Args({32768, 0, 1})
+    ->Args({65536, 1, 0})  // 16 GiB of materialized logits; 128K (64 GiB) does not fit this workload
+    ->Args({65536, 0, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.5);
@@ -101,17 +113,20 @@ void BM_CudaCeilingWgmmaBf16(benchmark::State& state) {
 BENCHMARK(BM_CudaCeilingWgmmaBf16)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
 void BM_CudaPrefillCausalBf16(benchmark::State& state) {
+  indexlab::cuda::ScopedEnv kernel("INDEXLAB_LOGITS", logits_kernel_env(state));
   std::unique_ptr<Workload> w;
   Status s = indexlab::cuda::make_prefill_workload_bf16(state.range(0), 64, 128, 2048,
                                                         state.range(1) != 0, 42, &w);
   run_workload(state, s, w);
 }
 BENCHMARK(BM_CudaPrefillCausalBf16)
-    ->ArgNames({"S", "logits_only"})
-    ->Args({8192, 1})
-    ->Args({8192, 0})
-    ->Args({32768, 1})
-    ->Args({32768, 0})
+    ->ArgNames({"S", "logits_only", "ws"})
+    ->Args({8192, 1, 0})
+    ->Args({8192, 1, 1})
+    ->Args({8192, 0, 0})
+    ->Args({32768, 1, 0})
+    ->Args({32768, 1, 1})
+    ->Args({32768, 0, 0})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.5);

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/api.h"
 #include "cuda/sm90_common.cuh"
@@ -380,8 +382,310 @@ Status launch_logits_d(const LogitsKernelParams& kp, int d, dim3 grid, cudaStrea
   return launch_logits<E, N, NWG, 128, 0>(kp, grid, stream);
 }
 
+
+// ---- prefill, warp-specialized: one key pipeline shared by four math warpgroups ---------------
+//
+// Same arithmetic as logits_kernel (same wgmma chain per (key, query-head), same epilogue order),
+// so the logits are bit-identical; only the schedule differs. A producer warpgroup streams 64-key
+// blocks into a ring of L::kStages stages (8 for fp8 at d = 128) with cp.async and full/empty
+// mbarriers; four math warpgroups, each owning N = 128 (query, head) columns, consume every block,
+// so a key block is loaded once per CTA and no math thread issues loads. (With a single producer
+// warp the math warps spent a quarter of their time waiting for keys: ncu source counters.)
+// Selected by INDEXLAB_LOGITS=ws (use_ws_prefill).
+
+__device__ __forceinline__ float2 ld_shared_f2(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+constexpr int kWsMathWarpgroups = 4;
+constexpr int kWsN = 128;           // (query, head) columns per math warpgroup
+constexpr int kWsThreads = kWsMathWarpgroups * 128 + 128;  // + one producer warpgroup
+// Register split (setmaxnreg): the CTA launches at 65536 / 640 -> 96 registers a thread; the
+// producer warpgroup gives back 128 x (96 - 32) and the math warpgroups take 512 x (112 - 96)
+// from the CTA's pool. setmaxnreg.inc waits until the pool holds what it asks for, so the two
+// must balance (an earlier 112 / 40 split hung the kernel).
+constexpr int kWsMathRegs = 112;
+constexpr int kWsProducerRegs = 32;
+constexpr int kWsLaunchRegs = (65536 / kWsThreads) / 8 * 8;
+static_assert(kWsMathWarpgroups * 128 * (kWsMathRegs - kWsLaunchRegs) <=
+                  128 * (kWsLaunchRegs - kWsProducerRegs),
+              "setmaxnreg: the math warpgroups would wait forever for registers");
+constexpr int kWsInFlight = 4;  // cp.async groups the producer keeps in flight (at most S - 1)
+
+template <int RB, int S>
+struct WsSmemS {
+  static constexpr int kStages = S;
+  static constexpr int kQBytes = kWsMathWarpgroups * kWsN * RB;
+  static constexpr int kWBytes = kWsMathWarpgroups * kWsN * 4;
+  static constexpr int kKBytes = kBlockKeys * RB;
+  static constexpr int kRows = kWsMathWarpgroups * kWsN / 8;
+  static constexpr int kOffW = kQBytes;
+  static constexpr int kOffK = kOffW + kWBytes;
+  static constexpr int kOffS = kOffK + S * kKBytes;
+  static constexpr int kOffBar = kOffS + S * kBlockKeys * 4;  // full[S], empty[S]
+  static constexpr int kOffRows = kOffBar + 2 * S * 8;
+  static constexpr int kTotal = kOffRows + 2 * kRows * 4;
+};
+template <int RB>
+constexpr int pick_ws_stages() {
+  return WsSmemS<RB, 8>::kTotal <= kMaxSmem   ? 8
+         : WsSmemS<RB, 6>::kTotal <= kMaxSmem ? 6
+         : WsSmemS<RB, 4>::kTotal <= kMaxSmem ? 4
+                                              : 3;
+}
+template <Elem E, int D>
+using WsSmem = WsSmemS<D * kElemBytes<E>, pick_ws_stages<D * kElemBytes<E>>()>;
+
+template <Elem E, int D, int HT>
+__global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKernelParams p) {
+  using L = WsSmem<E, D>;
+  constexpr int N = kWsN;
+  constexpr int NWG = kWsMathWarpgroups;
+  constexpr int RB = D * kElemBytes<E>;
+  constexpr int S = L::kStages;
+  // The producer waits for a stage to be released before it arrives on the block kInFlight
+  // behind; kInFlight >= S would wait on a release that needs that very arrival (bf16 at
+  // d = 128 has S = 4).
+  constexpr int kInFlight = kWsInFlight < S ? kWsInFlight : S - 1;
+  extern __shared__ __align__(1024) uint8_t smem[];
+  uint8_t* q_s = smem;
+  float* w_s = reinterpret_cast<float*>(smem + L::kOffW);
+  uint8_t* k_s = smem + L::kOffK;
+  float* sc_s = reinterpret_cast<float*>(smem + L::kOffS);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kOffBar);
+  uint64_t* empty = full + S;
+  int32_t* row_lo = reinterpret_cast<int32_t*>(smem + L::kOffRows);
+  int32_t* row_hi = row_lo + L::kRows;
+
+  const int tid = threadIdx.x;
+  const int h = HT ? HT : p.h;
+  const int qpw = N / h;
+  const int rows = NWG * qpw;
+  const int64_t tile = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;  // biggest tiles first
+  const int64_t row0 = tile * rows;
+  const int64_t rows_valid = min64(rows, p.nq - row0);
+  for (int r = tid; r < rows; r += kWsThreads) {
+    int32_t lo = 0, hi = 0;
+    if (r < rows_valid) {
+      int64_t a = p.ks[row0 + r], b = p.ke[row0 + r];
+      a = max64(0, min64(a, p.nk));
+      b = max64(a, min64(b, p.nk));
+      lo = static_cast<int32_t>(a);
+      hi = static_cast<int32_t>(b);
+    }
+    row_lo[r] = lo;
+    row_hi[r] = hi;
+  }
+  constexpr int kQChunks = NWG * N * (RB / 16);
+  for (int c = tid; c < kQChunks; c += kWsThreads) {
+    const int g = c / (N * (RB / 16));
+    const int cc = c % (N * (RB / 16));
+    const int n = (cc & 7) + 8 * (cc / (8 * (RB / 16)));
+    const int kc = (cc >> 3) % (RB / 16);
+    const int r = g * qpw + n / h;
+    const bool ok = r < rows_valid;
+    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
+    cp_async_16(q_s + g * N * RB + core_offset(n, kc, RB), src, ok ? 16 : 0);
+  }
+  for (int c = tid; c < NWG * N; c += kWsThreads) {
+    const int g = c / N, n = c % N;
+    const int r = g * qpw + n / h;
+    w_s[c] = r < rows_valid ? p.w[(row0 + r) * h + (n % h)] : 0.0f;
+  }
+  if (tid == 0) {
+    for (int s = 0; s < S; ++s) {
+      mbar_init(&full[s], 128);        // every producer thread arrives once its copies landed
+      mbar_init(&empty[s], NWG * 4);   // lane 0 of every math warp
+    }
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  int32_t umin = INT32_MAX, umax = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (row_hi[r] > row_lo[r]) {
+      umin = min(umin, row_lo[r]);
+      umax = max(umax, row_hi[r]);
+    }
+  }
+  const int64_t c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+  const int64_t c_hi = min64(c_lo + p.blocks_per_cta, p.n_blocks);
+  int64_t blo = c_lo, bhi = c_lo;
+  if (umax > umin) {
+    blo = max64(c_lo, umin / kBlockKeys);
+    bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
+    if (bhi < blo) bhi = blo;
+  }
+  {
+    const int64_t col_a = c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
+    const int64_t act_a = blo * kBlockKeys, act_b = bhi * kBlockKeys;
+    const int64_t width = col_b - col_a;
+    for (int r = 0; r < rows_valid; ++r) {
+      float* out = p.logits + (row0 + r) * p.ld;
+      for (int64_t t = tid; t < width; t += kWsThreads) {
+        const int64_t j = col_a + t;
+        if (j < act_a || j >= act_b) out[j] = -INFINITY;
+      }
+    }
+  }
+  const int64_t nblk = bhi - blo;
+  const int lane = tid % 32;
+
+  if (tid >= NWG * 128) {  // producer warpgroup: its 128 threads stream the keys
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWsProducerRegs));
+    const int pt = tid - NWG * 128;
+    for (int64_t it = 0; it < nblk + kInFlight; ++it) {
+      if (it < nblk) {
+        const int stage = static_cast<int>(it % S);
+        if (it >= S) mbar_wait(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1));
+        const int64_t b = blo + it;
+        uint8_t* kd = k_s + stage * L::kKBytes;
+        float* sd = sc_s + stage * kBlockKeys;
+        const uint8_t* base = p.k + b * kBlockKeys * RB;
+        const float* sbase = p.k_scale + b * kBlockKeys;
+        const int valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
+#pragma unroll 1  // few registers here (setmaxnreg.dec)
+        for (int c = pt; c < kBlockKeys * (RB / 16); c += 128) {
+          const int row = (c & 7) + 8 * (c / (8 * (RB / 16)));
+          const int kc = (c >> 3) % (RB / 16);
+          const bool ok = row < valid_rows;
+          cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
+        }
+        if (pt < kBlockKeys) {
+          const bool ok = pt < valid_rows;
+          cp_async_4(sd + pt, ok ? sbase + pt : sbase, ok ? 4 : 0);
+        }
+      }
+      cp_async_commit();
+      if (it >= kInFlight) {
+        cp_async_wait<kInFlight>();
+        fence_proxy_async();
+        mbar_arrive(&full[(it - kInFlight) % S]);
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kWsMathRegs));
+  const int wg = tid / 128;
+  const int wtid = tid % 128;
+  const int warp = wtid / 32;
+  const int quad = lane & 3;
+  const int hb = h / 8;
+  const uint32_t q_addr = smem_u32(q_s + wg * N * RB);
+  float acc[N / 2];
+  float u0[N / 8], u1[N / 8];
+  const int r0 = warp * 16 + (lane >> 2);
+  const uint32_t w_wg = smem_u32(w_s + wg * N + quad * 2);
+
+  for (int64_t it = 0; it < nblk; ++it) {
+    const int stage = static_cast<int>(it % S);
+    mbar_wait(&full[stage], static_cast<uint32_t>((it / S) & 1));
+    const uint32_t k_addr = smem_u32(k_s + stage * L::kKBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < RB / 32; ++s) {
+      const uint64_t da = make_desc(k_addr + s * 256, 128, 8 * RB);
+      const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * RB);
+      wgmma_step<E, N>(acc, da, db, s > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(acc);
+    const float s0 = sc_s[stage * kBlockKeys + r0], s1 = sc_s[stage * kBlockKeys + r0 + 8];
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[stage]);
+
+    const int64_t b = blo + it;
+    const int64_t j0 = b * kBlockKeys + r0, j1 = j0 + 8;
+#pragma unroll
+    for (int j8 = 0; j8 < N / 8; ++j8) {
+      const float2 wv = ld_shared_f2(w_wg + j8 * 32);  // 8 floats a step; re-read each block
+      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
+      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
+    }
+#pragma unroll
+    for (int st = 1; st < N / 8; st *= 2) {
+      if (st < hb) {
+#pragma unroll
+        for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
+          u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
+          u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j8 = 0; j8 < N / 8; ++j8) {
+      if ((j8 & (hb - 1)) == 0) {
+        float p0 = u0[j8], p1 = u1[j8];
+        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
+        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
+        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
+        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+        const int ql = wg * qpw + j8 / hb;
+        if ((ql & 3) == quad && ql < rows_valid) {
+          const int32_t lo = row_lo[ql], hi = row_hi[ql];
+          float* out = p.logits + (row0 + ql) * p.ld;
+          if (j0 < p.ncols) out[j0] = (j0 >= lo && j0 < hi) ? __fadd_rn(__fmul_rn(p0, s0), 0.0f) : -INFINITY;
+          if (j1 < p.ncols) out[j1] = (j1 >= lo && j1 < hi) ? __fadd_rn(__fmul_rn(p1, s1), 0.0f) : -INFINITY;
+        }
+      }
+    }
+  }
+}
+
+template <Elem E, int D, int HT>
+Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+  using L = WsSmem<E, D>;
+  static_assert(L::kTotal <= kMaxSmem, "warp-specialized logits kernel shared memory");
+  auto kernel = logits_ws_kernel<E, D, HT>;
+  INDEXLAB_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
+  kernel<<<grid, kWsThreads, L::kTotal, stream>>>(kp);
+  INDEXLAB_CUDA_CHECK(cudaGetLastError());
+  return Status::Ok();
+}
+
+// INDEXLAB_LOGITS=ws runs the prefill logits on logits_ws_kernel instead of logits_kernel (same
+// bits). Opt-in until its final form has passed the GPU tests on a card (see cuda/NOTES.md); read
+// at every launch so a test can switch it.
+bool use_ws_prefill() {
+  const char* e = std::getenv("INDEXLAB_LOGITS");
+  return e != nullptr && std::strcmp(e, "ws") == 0;
+}
+
 template <Elem E, int D>
 Status launch_prefill_h(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+  if (use_ws_prefill()) {
+    switch (kp.h) {
+      case 8: return launch_logits_ws<E, D, 8>(kp, grid, stream);
+      case 16: return launch_logits_ws<E, D, 16>(kp, grid, stream);
+      case 32: return launch_logits_ws<E, D, 32>(kp, grid, stream);
+      case 64: return launch_logits_ws<E, D, 64>(kp, grid, stream);
+      default: return launch_logits_ws<E, D, 128>(kp, grid, stream);
+    }
+  }
   switch (kp.h) {
     case 8: return launch_logits<E, 256, 2, D, 0>(kp, grid, stream);  // HT = 8 would spill
     case 16: return launch_logits<E, 256, 2, D, 16>(kp, grid, stream);

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "cuda/api.h"
+#include "cuda/scoped_env.h"
 
 /// Skips the test with the reason when no usable Hopper GPU is present.
 #define SKIP_WITHOUT_GPU()                                                \
@@ -32,6 +33,8 @@ inline uint64_t seed_for(const char* name) {
   for (const char* c = name; *c; ++c) h = (h ^ static_cast<uint8_t>(*c)) * 0x100000001B3ull;
   return h;
 }
+
+using ::indexlab::cuda::ScopedEnv;
 
 inline uint32_t bits(float f) {
   uint32_t u;

@@ -450,6 +450,65 @@ TEST(Sm90DsaBf16, Bf16_AdversarialValues) {
   check_flat(make_inputs(c, seed_for("wide")), Options{}, "Bf16_WideExponentsSubnormals");
 }
 
+// The warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws) on bf16: 4 stages at d = 128,
+// so the producer keeps 3 blocks in flight; bit-exact against the emulation, deterministic and
+// bitwise equal to the default kernel.
+TEST(Sm90DsaBf16, Bf16_WarpSpecializedLogitsKernel) {
+  SKIP_WITHOUT_GPU();
+  testing::ScopedEnv ws("INDEXLAB_LOGITS", "ws");
+  for (int h : {8, 16, 32, 64, 128}) {
+    for (int d : {64, 128}) {
+      Case c;
+      c.nq = 71;
+      c.nk = 383;
+      c.h = h;
+      c.d = d;
+      c.k = 48;
+      c.scales = (h + d) % 3 == 0;
+      check_flat(make_inputs(c, seed_for("ws_heads") + h * 131 + d), Options{},
+                 "WsBf16_H" + std::to_string(h) + "_D" + std::to_string(d));
+    }
+  }
+  for (int64_t nk : {1, 64, 65, 575}) {
+    for (int64_t nq : {1, 8, 9}) {
+      Case c;
+      c.nq = nq;
+      c.nk = nk;
+      c.k = 16;
+      check_flat(make_inputs(c, seed_for("ws_tiles") + nk * 1000 + nq), Options{},
+                 "WsBf16_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
+    }
+  }
+  Case c;
+  c.nq = 24;
+  c.nk = 700;
+  c.k = 96;
+  c.values = Values::kWide;
+  c.h = 32;
+  c.scales = true;
+  check_flat(make_inputs(c, seed_for("ws_wide")), Options{}, "WsBf16_WideExponentsSubnormals");
+  Case big;
+  big.nq = 40;
+  big.nk = 3000;
+  big.k = 512;
+  const Inputs in = make_inputs(big, seed_for("ws_rerun"));
+  Options o;
+  o.want_logits = true;
+  Result first;
+  ASSERT_TRUE(cuda::dsa_bf16(in, o, &first).ok());
+  for (int r = 0; r < 20; ++r) {
+    Result again;
+    ASSERT_TRUE(cuda::dsa_bf16(in, o, &again).ok());
+    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << r;
+    ASSERT_EQ(first.index, again.index) << r;
+  }
+  testing::ScopedEnv v1("INDEXLAB_LOGITS", "v1");
+  Result dflt;
+  ASSERT_TRUE(cuda::dsa_bf16(in, o, &dflt).ok());
+  EXPECT_EQ(0, std::memcmp(first.logits.data(), dflt.logits.data(), first.logits.size() * 4))
+      << "the two logits kernels disagree";
+}
+
 TEST(Sm90DsaBf16, Bf16_TwentyRerunsBitwiseIdentical) {
   SKIP_WITHOUT_GPU();
   Case c;

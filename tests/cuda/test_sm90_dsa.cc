@@ -367,10 +367,9 @@ TEST(Sm90Dsa, Fp8_NkBelowAndEqualK) {
   }
 }
 
-TEST(Sm90Dsa, Fp8_EmptyRangesAndPackedBatches) {
-  SKIP_WITHOUT_GPU();
-  // Three sequences packed in one key buffer (lengths 70, 1, 200), causal inside each, plus
-  // rows with empty ranges at the start, middle and end.
+// Three sequences packed in one key buffer (lengths 70, 1, 200), causal inside each, plus rows
+// with empty ranges at the start, middle and end.
+Case packed_case() {
   Case c;
   c.nk = 271;
   c.k = 64;
@@ -385,7 +384,12 @@ TEST(Sm90Dsa, Fp8_EmptyRangesAndPackedBatches) {
     c.ke.push_back(e);
   }
   c.nq = static_cast<int64_t>(c.ks.size());
-  Inputs in = make_inputs(c, seed_for("packed"));
+  return c;
+}
+
+TEST(Sm90Dsa, Fp8_EmptyRangesAndPackedBatches) {
+  SKIP_WITHOUT_GPU();
+  Inputs in = make_inputs(packed_case(), seed_for("packed"));
   check_flat(in, Options{}, "Fp8_Packed_Relative");
   Options abs;
   abs.index_base = ref::IndexBase::kAbsolute;
@@ -403,6 +407,72 @@ TEST(Sm90Dsa, Fp8_NarrowRangeAndHeavyTies) {
   c.values = Values::kTies;
   c.h = 16;
   check_flat(make_inputs(c, seed_for("ties")), Options{}, "Fp8_HeavyTies");
+}
+
+// The warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws): bit-exact against the
+// emulation on every head count and dimension, at tile boundaries (its CTAs hold 512 / h rows),
+// on packed batches with empty ranges, narrow values and heavy ties, K = 2048; deterministic and
+// bitwise equal to the default kernel.
+TEST(Sm90Dsa, Fp8_WarpSpecializedLogitsKernel) {
+  SKIP_WITHOUT_GPU();
+  testing::ScopedEnv ws("INDEXLAB_LOGITS", "ws");
+  for (int h : {8, 16, 32, 64, 128}) {
+    for (int d : {64, 128}) {
+      Case c;
+      c.nq = 71;
+      c.nk = 383;
+      c.h = h;
+      c.d = d;
+      c.k = 48;
+      check_flat(make_inputs(c, seed_for("ws_heads") + h * 131 + d), Options{},
+                 "Ws_H" + std::to_string(h) + "_D" + std::to_string(d));
+    }
+  }
+  for (int64_t nk : {1, 63, 64, 65, 129, 575}) {
+    for (int64_t nq : {1, 4, 5, 8, 9, 17}) {
+      Case c;
+      c.nq = nq;
+      c.nk = nk;
+      c.k = 16;
+      check_flat(make_inputs(c, seed_for("ws_tiles") + nk * 1000 + nq), Options{},
+                 "Ws_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
+    }
+  }
+  const Inputs packed = make_inputs(packed_case(), seed_for("ws_packed"));
+  check_flat(packed, Options{}, "Ws_Packed_Relative");
+  Options abs;
+  abs.index_base = ref::IndexBase::kAbsolute;
+  check_flat(packed, abs, "Ws_Packed_Absolute");
+  Case c;
+  c.nq = 24;
+  c.nk = 700;
+  c.k = 96;
+  c.values = Values::kNarrow;
+  check_flat(make_inputs(c, seed_for("ws_narrow")), Options{}, "Ws_Narrow");
+  c.values = Values::kTies;
+  c.h = 16;
+  check_flat(make_inputs(c, seed_for("ws_ties")), Options{}, "Ws_HeavyTies");
+  Case big;
+  big.nq = 40;
+  big.nk = 4097;
+  big.k = 2048;
+  const Inputs in = make_inputs(big, seed_for("ws_big"));
+  check_flat(in, Options{}, "Ws_H64_D128_Lk4097");
+  Options o;
+  o.want_logits = true;
+  Result first;
+  ASSERT_TRUE(cuda::dsa_fp8(in, o, &first).ok());
+  for (int r = 0; r < 20; ++r) {
+    Result again;
+    ASSERT_TRUE(cuda::dsa_fp8(in, o, &again).ok());
+    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << "rerun " << r;
+    ASSERT_EQ(first.index, again.index) << "rerun " << r;
+  }
+  testing::ScopedEnv v1("INDEXLAB_LOGITS", "v1");
+  Result dflt;
+  ASSERT_TRUE(cuda::dsa_fp8(in, o, &dflt).ok());
+  EXPECT_EQ(0, std::memcmp(first.logits.data(), dflt.logits.data(), first.logits.size() * 4))
+      << "the two logits kernels disagree";
 }
 
 TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
