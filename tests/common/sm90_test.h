@@ -11,6 +11,7 @@
 
 #include "cuda/api.h"
 #include "cuda/scoped_env.h"
+#include "reference/problem.h"
 
 /// Skips the test with the reason when no usable Hopper GPU is present.
 #define SKIP_WITHOUT_GPU()                                                \
@@ -44,5 +45,48 @@ inline uint32_t bits(float f) {
 
 /// Bitwise equal, except that +0 and -0 count as equal.
 inline bool same_float(float a, float b) { return bits(a) == bits(b) || (a == 0.0f && b == 0.0f); }
+
+/// Runs `run(&result)` (a Status(ref::Result*) callable) once, then `reruns` more times, and
+/// expects every rerun's index, score and logits to equal the first run's bit for bit. Returns
+/// the first run's result.
+template <typename Run>
+ref::Result expect_reruns_bitwise_identical(Run run, int reruns, const std::string& what) {
+  ref::Result first;
+  Status st = run(&first);
+  EXPECT_TRUE(st.ok()) << what << ": " << st.message();
+  if (!st.ok()) return first;
+  for (int r = 0; r < reruns; ++r) {
+    ref::Result again;
+    st = run(&again);
+    EXPECT_TRUE(st.ok()) << what << ": " << st.message();
+    if (!st.ok()) return first;
+    const bool same = first.index == again.index &&
+                      std::memcmp(first.score.data(), again.score.data(), first.score.size() * 4) == 0 &&
+                      again.logits.size() == first.logits.size() &&
+                      std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4) == 0;
+    EXPECT_TRUE(same) << what << ": rerun " << r << " differs from the first run";
+    if (!same) return first;
+  }
+  return first;
+}
+
+/// For the prefill logits kernel switch: `run` under INDEXLAB_LOGITS=ws must give the same bits
+/// in 20 reruns, and the same logits as the default kernel.
+template <typename Run>
+void expect_ws_logits_match_default(Run run, const std::string& what) {
+  ref::Result ws_out;
+  {
+    ScopedEnv ws("INDEXLAB_LOGITS", "ws");
+    ws_out = expect_reruns_bitwise_identical(run, 20, what + " (ws)");
+  }
+  ScopedEnv v1("INDEXLAB_LOGITS", "v1");
+  ref::Result dflt;
+  Status st = run(&dflt);
+  ASSERT_TRUE(st.ok()) << what << ": " << st.message();
+  ASSERT_EQ(ws_out.logits.size(), dflt.logits.size()) << what;
+  EXPECT_EQ(0, std::memcmp(ws_out.logits.data(), dflt.logits.data(), dflt.logits.size() * 4))
+      << what << ": the two logits kernels disagree";
+  EXPECT_EQ(ws_out.index, dflt.index) << what << ": the two logits kernels select differently";
+}
 
 }  // namespace indexlab::testing

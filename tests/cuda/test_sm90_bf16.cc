@@ -365,35 +365,45 @@ TEST(Sm90DsaBf16, Bf16_H64_D128_Lk4097) {
   check_flat(make_inputs(c, seed_for("Lk4097")), Options{}, "Bf16_H64_D128_Lk4097");
 }
 
-TEST(Sm90DsaBf16, Bf16_AllHeadsAndDims) {
-  SKIP_WITHOUT_GPU();
+// Every supported head count and dimension, one problem each (per-key scales on a third).
+void check_heads_and_dims(const std::string& tag, const char* seed, int64_t nq, int64_t nk) {
   for (int h : {8, 16, 32, 64, 128}) {
     for (int d : {64, 128}) {
       Case c;
-      c.nq = 37;
-      c.nk = 257;
+      c.nq = nq;
+      c.nk = nk;
       c.h = h;
       c.d = d;
       c.k = 48;
       c.scales = (h + d) % 3 == 0;
-      check_flat(make_inputs(c, seed_for("heads") + h * 131 + d), Options{},
-                 "Bf16_H" + std::to_string(h) + "_D" + std::to_string(d));
+      check_flat(make_inputs(c, seed_for(seed) + h * 131 + d), Options{},
+                 tag + "_H" + std::to_string(h) + "_D" + std::to_string(d));
     }
   }
 }
 
-TEST(Sm90DsaBf16, Bf16_TileBoundaries) {
-  SKIP_WITHOUT_GPU();
-  for (int64_t nk : {1, 63, 64, 65, 127, 128, 129}) {
-    for (int64_t nq : {1, 7, 8, 9, 17}) {
+void check_tiles(const std::string& tag, const char* seed, const std::vector<int64_t>& nks,
+                 const std::vector<int64_t>& nqs) {
+  for (int64_t nk : nks) {
+    for (int64_t nq : nqs) {
       Case c;
       c.nq = nq;
       c.nk = nk;
       c.k = 16;
-      check_flat(make_inputs(c, seed_for("tiles") + nk * 1000 + nq), Options{},
-                 "Bf16_H64_D128_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
+      check_flat(make_inputs(c, seed_for(seed) + nk * 1000 + nq), Options{},
+                 tag + "_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
     }
   }
+}
+
+TEST(Sm90DsaBf16, Bf16_AllHeadsAndDims) {
+  SKIP_WITHOUT_GPU();
+  check_heads_and_dims("Bf16", "heads", 37, 257);
+}
+
+TEST(Sm90DsaBf16, Bf16_TileBoundaries) {
+  SKIP_WITHOUT_GPU();
+  check_tiles("Bf16_H64_D128", "tiles", {1, 63, 64, 65, 127, 128, 129}, {1, 7, 8, 9, 17});
 }
 
 TEST(Sm90DsaBf16, Bf16_NkBelowAndEqualK) {
@@ -433,21 +443,26 @@ TEST(Sm90DsaBf16, Bf16_EmptyRangesAndPackedBatches) {
   check_flat(in, abs, "Bf16_Packed_Absolute");
 }
 
-TEST(Sm90DsaBf16, Bf16_AdversarialValues) {
-  SKIP_WITHOUT_GPU();
+// Narrow values, heavy ties (h = 16), and wide exponents with subnormals and scales (h = 32).
+void check_adversarial(const std::string& tag, const std::string& seed) {
   Case c;
   c.nq = 24;
   c.nk = 700;
   c.k = 96;
   c.values = Values::kNarrow;
-  check_flat(make_inputs(c, seed_for("narrow")), Options{}, "Bf16_Narrow_1_1.25");
+  check_flat(make_inputs(c, seed_for((seed + "narrow").c_str())), Options{}, tag + "_Narrow_1_1.25");
   c.values = Values::kTies;
   c.h = 16;
-  check_flat(make_inputs(c, seed_for("ties")), Options{}, "Bf16_HeavyTies");
+  check_flat(make_inputs(c, seed_for((seed + "ties").c_str())), Options{}, tag + "_HeavyTies");
   c.values = Values::kWide;
   c.h = 32;
   c.scales = true;
-  check_flat(make_inputs(c, seed_for("wide")), Options{}, "Bf16_WideExponentsSubnormals");
+  check_flat(make_inputs(c, seed_for((seed + "wide").c_str())), Options{}, tag + "_WideExponentsSubnormals");
+}
+
+TEST(Sm90DsaBf16, Bf16_AdversarialValues) {
+  SKIP_WITHOUT_GPU();
+  check_adversarial("Bf16", "");
 }
 
 // The warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws) on bf16: 4 stages at d = 128,
@@ -456,37 +471,9 @@ TEST(Sm90DsaBf16, Bf16_AdversarialValues) {
 TEST(Sm90DsaBf16, Bf16_WarpSpecializedLogitsKernel) {
   SKIP_WITHOUT_GPU();
   testing::ScopedEnv ws("INDEXLAB_LOGITS", "ws");
-  for (int h : {8, 16, 32, 64, 128}) {
-    for (int d : {64, 128}) {
-      Case c;
-      c.nq = 71;
-      c.nk = 383;
-      c.h = h;
-      c.d = d;
-      c.k = 48;
-      c.scales = (h + d) % 3 == 0;
-      check_flat(make_inputs(c, seed_for("ws_heads") + h * 131 + d), Options{},
-                 "WsBf16_H" + std::to_string(h) + "_D" + std::to_string(d));
-    }
-  }
-  for (int64_t nk : {1, 64, 65, 575}) {
-    for (int64_t nq : {1, 8, 9}) {
-      Case c;
-      c.nq = nq;
-      c.nk = nk;
-      c.k = 16;
-      check_flat(make_inputs(c, seed_for("ws_tiles") + nk * 1000 + nq), Options{},
-                 "WsBf16_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
-    }
-  }
-  Case c;
-  c.nq = 24;
-  c.nk = 700;
-  c.k = 96;
-  c.values = Values::kWide;
-  c.h = 32;
-  c.scales = true;
-  check_flat(make_inputs(c, seed_for("ws_wide")), Options{}, "WsBf16_WideExponentsSubnormals");
+  check_heads_and_dims("WsBf16", "ws_heads", 71, 383);
+  check_tiles("WsBf16", "ws_tiles", {1, 64, 65, 575}, {1, 8, 9});
+  check_adversarial("WsBf16", "ws_");
   Case big;
   big.nq = 40;
   big.nk = 3000;
@@ -494,19 +481,7 @@ TEST(Sm90DsaBf16, Bf16_WarpSpecializedLogitsKernel) {
   const Inputs in = make_inputs(big, seed_for("ws_rerun"));
   Options o;
   o.want_logits = true;
-  Result first;
-  ASSERT_TRUE(cuda::dsa_bf16(in, o, &first).ok());
-  for (int r = 0; r < 20; ++r) {
-    Result again;
-    ASSERT_TRUE(cuda::dsa_bf16(in, o, &again).ok());
-    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << r;
-    ASSERT_EQ(first.index, again.index) << r;
-  }
-  testing::ScopedEnv v1("INDEXLAB_LOGITS", "v1");
-  Result dflt;
-  ASSERT_TRUE(cuda::dsa_bf16(in, o, &dflt).ok());
-  EXPECT_EQ(0, std::memcmp(first.logits.data(), dflt.logits.data(), first.logits.size() * 4))
-      << "the two logits kernels disagree";
+  testing::expect_ws_logits_match_default([&](Result* r) { return cuda::dsa_bf16(in, o, r); }, "WsBf16_Reruns");
 }
 
 TEST(Sm90DsaBf16, Bf16_TwentyRerunsBitwiseIdentical) {
@@ -515,20 +490,13 @@ TEST(Sm90DsaBf16, Bf16_TwentyRerunsBitwiseIdentical) {
   c.nq = 40;
   c.nk = 3000;
   c.k = 512;
-  Inputs in = make_inputs(c, seed_for("rerun"));
+  const Inputs in = make_inputs(c, seed_for("rerun"));
   Options o;
   o.want_logits = true;
-  Result first;
-  ASSERT_TRUE(cuda::dsa_bf16(in, o, &first).ok());
-  for (int r = 0; r < 20; ++r) {
-    Result again;
-    Status st = cuda::dsa_bf16(in, o, &again);
-    ASSERT_TRUE(st.ok()) << st.message();
-    ASSERT_EQ(0, std::memcmp(first.index.data(), again.index.data(), first.index.size() * 4)) << r;
-    ASSERT_EQ(0, std::memcmp(first.score.data(), again.score.data(), first.score.size() * 4)) << r;
-    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << r;
-  }
-  std::printf("[Bf16_TwentyReruns] 20 reruns bitwise identical (logits, index, score)\n");
+  testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_bf16(in, o, r); }, 20,
+                                           "Bf16_TwentyReruns");
+  if (!::testing::Test::HasFailure())
+    std::printf("[Bf16_TwentyReruns] 20 reruns bitwise identical (logits, index, score)\n");
 }
 
 // ---- paged bf16 decode --------------------------------------------------------------------

@@ -323,34 +323,58 @@ TEST(Sm90Dsa, Fp8_H64_D128_Lk4097) {
   check_flat(in, Options{}, "Fp8_H64_D128_Lk4097");
 }
 
-TEST(Sm90Dsa, Fp8_AllHeadsAndDims) {
-  SKIP_WITHOUT_GPU();
+// Every supported head count and dimension, one problem each.
+void check_heads_and_dims(const std::string& tag, const char* seed, int64_t nq, int64_t nk) {
   for (int h : {8, 16, 32, 64, 128}) {
     for (int d : {64, 128}) {
       Case c;
-      c.nq = 37;
-      c.nk = 257;
+      c.nq = nq;
+      c.nk = nk;
       c.h = h;
       c.d = d;
       c.k = 48;
-      Inputs in = make_inputs(c, seed_for("heads") + h * 131 + d);
-      check_flat(in, Options{}, "Fp8_H" + std::to_string(h) + "_D" + std::to_string(d));
+      check_flat(make_inputs(c, seed_for(seed) + h * 131 + d), Options{},
+                 tag + "_H" + std::to_string(h) + "_D" + std::to_string(d));
     }
   }
 }
 
-TEST(Sm90Dsa, Fp8_TileBoundaries) {
-  SKIP_WITHOUT_GPU();
-  for (int64_t nk : {1, 63, 64, 65, 127, 128, 129}) {
-    for (int64_t nq : {1, 7, 8, 9, 17}) {
+// Query and key counts around the kernels' tiles (64 keys; 8 rows a CTA at h = 64).
+void check_tiles(const std::string& tag, const char* seed, const std::vector<int64_t>& nks,
+                 const std::vector<int64_t>& nqs) {
+  for (int64_t nk : nks) {
+    for (int64_t nq : nqs) {
       Case c;
       c.nq = nq;
       c.nk = nk;
       c.k = 16;
-      Inputs in = make_inputs(c, seed_for("tiles") + nk * 1000 + nq);
-      check_flat(in, Options{}, "Fp8_H64_D128_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
+      check_flat(make_inputs(c, seed_for(seed) + nk * 1000 + nq), Options{},
+                 tag + "_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
     }
   }
+}
+
+// Keys and queries in [1, 1.25] with positive weights, then four distinct keys repeated (h = 16).
+void check_narrow_and_ties(const std::string& tag, const std::string& seed) {
+  Case c;
+  c.nq = 24;
+  c.nk = 700;
+  c.k = 96;
+  c.values = Values::kNarrow;
+  check_flat(make_inputs(c, seed_for((seed + "narrow").c_str())), Options{}, tag + "_Narrow_1_1.25");
+  c.values = Values::kTies;
+  c.h = 16;
+  check_flat(make_inputs(c, seed_for((seed + "ties").c_str())), Options{}, tag + "_HeavyTies");
+}
+
+TEST(Sm90Dsa, Fp8_AllHeadsAndDims) {
+  SKIP_WITHOUT_GPU();
+  check_heads_and_dims("Fp8", "heads", 37, 257);
+}
+
+TEST(Sm90Dsa, Fp8_TileBoundaries) {
+  SKIP_WITHOUT_GPU();
+  check_tiles("Fp8_H64_D128", "tiles", {1, 63, 64, 65, 127, 128, 129}, {1, 7, 8, 9, 17});
 }
 
 TEST(Sm90Dsa, Fp8_NkBelowAndEqualK) {
@@ -398,15 +422,7 @@ TEST(Sm90Dsa, Fp8_EmptyRangesAndPackedBatches) {
 
 TEST(Sm90Dsa, Fp8_NarrowRangeAndHeavyTies) {
   SKIP_WITHOUT_GPU();
-  Case c;
-  c.nq = 24;
-  c.nk = 700;
-  c.k = 96;
-  c.values = Values::kNarrow;
-  check_flat(make_inputs(c, seed_for("narrow")), Options{}, "Fp8_Narrow_1_1.25");
-  c.values = Values::kTies;
-  c.h = 16;
-  check_flat(make_inputs(c, seed_for("ties")), Options{}, "Fp8_HeavyTies");
+  check_narrow_and_ties("Fp8", "");
 }
 
 // The warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws): bit-exact against the
@@ -416,42 +432,14 @@ TEST(Sm90Dsa, Fp8_NarrowRangeAndHeavyTies) {
 TEST(Sm90Dsa, Fp8_WarpSpecializedLogitsKernel) {
   SKIP_WITHOUT_GPU();
   testing::ScopedEnv ws("INDEXLAB_LOGITS", "ws");
-  for (int h : {8, 16, 32, 64, 128}) {
-    for (int d : {64, 128}) {
-      Case c;
-      c.nq = 71;
-      c.nk = 383;
-      c.h = h;
-      c.d = d;
-      c.k = 48;
-      check_flat(make_inputs(c, seed_for("ws_heads") + h * 131 + d), Options{},
-                 "Ws_H" + std::to_string(h) + "_D" + std::to_string(d));
-    }
-  }
-  for (int64_t nk : {1, 63, 64, 65, 129, 575}) {
-    for (int64_t nq : {1, 4, 5, 8, 9, 17}) {
-      Case c;
-      c.nq = nq;
-      c.nk = nk;
-      c.k = 16;
-      check_flat(make_inputs(c, seed_for("ws_tiles") + nk * 1000 + nq), Options{},
-                 "Ws_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
-    }
-  }
+  check_heads_and_dims("Ws", "ws_heads", 71, 383);
+  check_tiles("Ws", "ws_tiles", {1, 63, 64, 65, 129, 575}, {1, 4, 5, 8, 9, 17});
   const Inputs packed = make_inputs(packed_case(), seed_for("ws_packed"));
   check_flat(packed, Options{}, "Ws_Packed_Relative");
   Options abs;
   abs.index_base = ref::IndexBase::kAbsolute;
   check_flat(packed, abs, "Ws_Packed_Absolute");
-  Case c;
-  c.nq = 24;
-  c.nk = 700;
-  c.k = 96;
-  c.values = Values::kNarrow;
-  check_flat(make_inputs(c, seed_for("ws_narrow")), Options{}, "Ws_Narrow");
-  c.values = Values::kTies;
-  c.h = 16;
-  check_flat(make_inputs(c, seed_for("ws_ties")), Options{}, "Ws_HeavyTies");
+  check_narrow_and_ties("Ws", "ws_");
   Case big;
   big.nq = 40;
   big.nk = 4097;
@@ -460,19 +448,7 @@ TEST(Sm90Dsa, Fp8_WarpSpecializedLogitsKernel) {
   check_flat(in, Options{}, "Ws_H64_D128_Lk4097");
   Options o;
   o.want_logits = true;
-  Result first;
-  ASSERT_TRUE(cuda::dsa_fp8(in, o, &first).ok());
-  for (int r = 0; r < 20; ++r) {
-    Result again;
-    ASSERT_TRUE(cuda::dsa_fp8(in, o, &again).ok());
-    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << "rerun " << r;
-    ASSERT_EQ(first.index, again.index) << "rerun " << r;
-  }
-  testing::ScopedEnv v1("INDEXLAB_LOGITS", "v1");
-  Result dflt;
-  ASSERT_TRUE(cuda::dsa_fp8(in, o, &dflt).ok());
-  EXPECT_EQ(0, std::memcmp(first.logits.data(), dflt.logits.data(), first.logits.size() * 4))
-      << "the two logits kernels disagree";
+  testing::expect_ws_logits_match_default([&](Result* r) { return cuda::dsa_fp8(in, o, r); }, "Ws_H64_D128_Lk4097");
 }
 
 TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
@@ -481,19 +457,11 @@ TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
   c.nq = 40;
   c.nk = 3000;
   c.k = 512;
-  Inputs in = make_inputs(c, seed_for("rerun"));
+  const Inputs in = make_inputs(c, seed_for("rerun"));
   Options o;
   o.want_logits = true;
-  Result first;
-  ASSERT_TRUE(cuda::dsa_fp8(in, o, &first).ok());
-  for (int r = 0; r < 20; ++r) {
-    Result again;
-    Status st = cuda::dsa_fp8(in, o, &again);
-    ASSERT_TRUE(st.ok()) << st.message();
-    ASSERT_EQ(0, std::memcmp(first.index.data(), again.index.data(), first.index.size() * 4)) << r;
-    ASSERT_EQ(0, std::memcmp(first.score.data(), again.score.data(), first.score.size() * 4)) << r;
-    ASSERT_EQ(0, std::memcmp(first.logits.data(), again.logits.data(), first.logits.size() * 4)) << r;
-  }
+  testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_fp8(in, o, r); }, 20,
+                                           "Fp8_TwentyReruns");
 }
 
 // ---- paged decode -------------------------------------------------------------------------
