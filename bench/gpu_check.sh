@@ -1,0 +1,62 @@
+#!/bin/bash
+# One GPU-machine session in one call: the GPU tests (default kernels, then the opt-in
+# warp-specialized prefill logits kernel), the side-by-side prefill benchmarks, and a
+# compute-sanitizer pass on the ws kernel. Every step has its own time limit, so a hang costs one
+# step, not the session, and output streams as it comes.
+#
+#   bench/gpu_check.sh prepare BUILD_DIR [DEST]   on the build machine: copies test_cuda,
+#                                                 indexlab_bench, indexlab, bench/torch_topk.py
+#                                                 and the shared libraries a bare Ubuntu 24.04
+#                                                 GPU machine lacks into DEST (default .carry)
+#   bench/gpu_check.sh run [DIR] [OUT]            on the GPU machine, from DIR (default: where
+#                                                 the script lies); logs go to OUT (default $OUT
+#                                                 or ./gpu_check_out)
+set -u
+cmd=${1:-}
+case "$cmd" in
+  prepare)
+    build=${2:?usage: gpu_check.sh prepare BUILD_DIR [DEST]}
+    dest=${3:-.carry}
+    mkdir -p "$dest"
+    cp "$build/tests/test_cuda" "$build/bench/indexlab_bench" "$build/cli/indexlab" "$dest/"
+    cp "$(dirname "$0")/torch_topk.py" "$(dirname "$0")/gpu_check.sh" "$dest/"
+    for lib in libbenchmark.so.1debian libgomp.so.1; do
+      path=$(ldconfig -p | awk -v l="$lib" '$1 == l { print $NF; exit }')
+      if [ -n "$path" ]; then cp "$path" "$dest/"; else echo "warning: $lib not found" >&2; fi
+    done
+    echo "prepared $dest: $(ls "$dest" | tr '\n' ' ')"
+    ;;
+  run)
+    dir=${2:-$(dirname "$0")}
+    out=${3:-${OUT:-./gpu_check_out}}
+    mkdir -p "$out"
+    cd "$dir" || exit 2
+    export LD_LIBRARY_PATH=$PWD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.draw --format=csv,noheader
+    step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT/NAME.log, show the tail
+      local name=$1 limit=$2
+      shift 2
+      echo "== $name (limit ${limit}s)"
+      timeout "$limit" "$@" > "$out/$name.log" 2>&1
+      local rc=$?
+      echo "rc=$rc$([ $rc = 124 ] && echo ' (timed out)')"
+      grep -E '^\[  FAILED|Failure|ERROR SUMMARY|RACECHECK SUMMARY' "$out/$name.log" | sort -u | head -8
+      tail -3 "$out/$name.log"
+    }
+    step test_cuda 240 ./test_cuda --gtest_brief=1
+    step test_cuda_ws 240 env INDEXLAB_LOGITS=ws ./test_cuda --gtest_brief=1 \
+      --gtest_filter='Sm90Dsa*:Sm90Hisa*:Sm90Gather*:Sm90Misa*'
+    echo "== prefill, default vs ws (one process)"
+    timeout 150 ./indexlab_bench --benchmark_min_time=0.3 \
+      --benchmark_filter='BM_CudaCeilingWgmma|BM_CudaPrefillCausal(Bf16)?/S:(8192|32768)/' 2>&1 |
+      grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee "$out/bench_prefill.txt"
+    step memcheck_ws 200 env INDEXLAB_LOGITS=ws compute-sanitizer --tool memcheck ./test_cuda \
+      --gtest_filter='Sm90Dsa.Fp8_WarpSpecializedLogitsKernel:Sm90DsaBf16.Bf16_WarpSpecializedLogitsKernel'
+    step racecheck_ws 300 env INDEXLAB_LOGITS=ws compute-sanitizer --tool racecheck ./test_cuda \
+      --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_EmptyRangesAndPackedBatches'
+    ;;
+  *)
+    sed -n '2,14p' "$0"
+    exit 2
+    ;;
+esac
