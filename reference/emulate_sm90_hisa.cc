@@ -137,13 +137,7 @@ Status emulate_sm90_hisa_paged(const PagedInputs& in, const Options& opt, Result
   r.k = in.k;
   r.index = std::move(fr.index);
   r.score = std::move(fr.score);
-  if (opt.index_base == IndexBase::kAbsolute) {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int t = 0; t < in.k; ++t) {
-        int32_t& x = r.index[i * in.k + t];
-        if (x >= 0) x = static_cast<int32_t>(slots[flat.ks[i] + x]);
-      }
-  }
+  INDEXLAB_RETURN_IF_ERROR(paged_indices_to_slots(in, opt, flat, slots, &r));
   if (opt.want_logits) {
     r.logits_cols = cols;
     r.logits.assign(static_cast<size_t>(rows * cols), -INFINITY);

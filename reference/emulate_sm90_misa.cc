@@ -214,13 +214,7 @@ Status misa_paged(Path path, const PagedInputs& in, const Options& opt, Result* 
   Result r;
   INDEXLAB_RETURN_IF_ERROR(
       misa_impl(path, flat, o, in.next_n == 1, Layout{&col_base, in.max_pages * in.page_tokens}, &r));
-  if (opt.index_base == IndexBase::kAbsolute) {
-    for (int64_t i = 0; i < r.nq; ++i)
-      for (int t = 0; t < r.k; ++t) {
-        int32_t& x = r.index[i * r.k + t];
-        if (x >= 0) x = static_cast<int32_t>(slots[flat.ks[i] + x]);
-      }
-  }
+  INDEXLAB_RETURN_IF_ERROR(paged_indices_to_slots(in, opt, flat, slots, &r));
   *out = std::move(r);
   return Status::Ok();
 }

@@ -397,10 +397,6 @@ Status run_paged(Path path, const PagedInputs& in, const Options& opt, Result* o
   Inputs flat;
   std::vector<int64_t> slots;
   INDEXLAB_RETURN_IF_ERROR(flatten_paged(in, opt, &flat, &slots));
-  if (opt.index_base == IndexBase::kAbsolute &&
-      in.num_pages * in.page_tokens > std::numeric_limits<int32_t>::max()) {
-    return error("absolute slot indices need num_pages * page_tokens <= 2^31 - 1");
-  }
   std::vector<int64_t> col_base(flat.shape.nq);
   for (int64_t i = 0; i < flat.shape.nq; ++i) col_base[i] = flat.ks[i];
   LogitsLayout lay{&col_base, in.max_pages * in.page_tokens};
@@ -408,14 +404,21 @@ Status run_paged(Path path, const PagedInputs& in, const Options& opt, Result* o
   o.index_base = IndexBase::kRelative;
   Result r;
   INDEXLAB_RETURN_IF_ERROR(run_impl(path, flat, o, in.next_n == 1, lay, &r));
-  if (opt.index_base == IndexBase::kAbsolute) {
-    for (int64_t i = 0; i < r.nq; ++i)
-      for (int t = 0; t < r.k; ++t) {
-        int32_t& x = r.index[i * r.k + t];
-        if (x >= 0) x = static_cast<int32_t>(slots[flat.ks[i] + x]);
-      }
-  }
+  INDEXLAB_RETURN_IF_ERROR(paged_indices_to_slots(in, opt, flat, slots, &r));
   *out = std::move(r);
+  return Status::Ok();
+}
+
+Status paged_indices_to_slots(const PagedInputs& in, const Options& opt, const Inputs& flat,
+                              const std::vector<int64_t>& slot_of_key, Result* r) {
+  if (opt.index_base != IndexBase::kAbsolute) return Status::Ok();
+  if (in.num_pages * in.page_tokens > std::numeric_limits<int32_t>::max())
+    return error("absolute slot indices need num_pages * page_tokens <= 2^31 - 1");
+  for (int64_t i = 0; i < r->nq; ++i)
+    for (int t = 0; t < r->k; ++t) {
+      int32_t& x = r->index[i * r->k + t];
+      if (x >= 0) x = static_cast<int32_t>(slot_of_key[flat.ks[i] + x]);
+    }
   return Status::Ok();
 }
 

@@ -135,6 +135,11 @@ Status run_paged(Path path, const PagedInputs& in, const Options& opt, Result* o
 /// slot_of_key (optional) receives the physical cache slot of each flat key.
 Status flatten_paged(const PagedInputs& in, const Options& opt, Inputs* flat,
                      std::vector<int64_t>* slot_of_key = nullptr);
+/// For a result computed on flatten_paged's layout with relative indices (positions from
+/// flat.ks[i]): when opt asks for absolute indices, rewrites each one (not the -1 padding) into
+/// its physical cache slot. Refuses, before touching r, caches whose slots exceed int32.
+Status paged_indices_to_slots(const PagedInputs& in, const Options& opt, const Inputs& flat,
+                              const std::vector<int64_t>& slot_of_key, Result* r);
 
 /// Raw (unquantized) fp32 problem, from which the precision modes are derived.
 struct RawInputs {
