@@ -17,6 +17,7 @@
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/tc_emulation.h"
+#include "tests/common/problems.h"
 #include "tests/common/sm90_paged_check.h"
 #include "tests/common/sm90_test.h"
 
@@ -33,55 +34,11 @@ using ref::PagedInputs;
 using ref::Result;
 
 
-enum class Values { kNormal, kNarrow, kTies };
-
-struct Case {
-  int64_t nq = 8, nk = 64;
-  int h = 64, d = 128, k = 32;
-  Values values = Values::kNormal;
-  std::vector<int32_t> ks, ke;  // empty: causal-like ks = 0, ke = nk - nq + i + 1 clamped
-};
+using Case = testing::DsaCase;
+using Values = testing::ValueClass;
 
 Inputs make_inputs(const Case& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::uniform_real_distribution<float> narrow(1.0f, 1.25f), uw(-1.0f, 1.0f), upos(0.05f, 1.0f);
-  ref::RawInputs raw;
-  raw.shape = ref::Shape{c.nq, c.nk, c.h, c.d, c.k};
-  raw.q.resize(static_cast<size_t>(c.nq * c.h * c.d));
-  raw.k.resize(static_cast<size_t>(c.nk * c.d));
-  raw.w.resize(static_cast<size_t>(c.nq * c.h));
-  if (c.values == Values::kNarrow) {
-    for (auto& v : raw.q) v = narrow(rng);
-    for (auto& v : raw.k) v = narrow(rng);
-    for (auto& v : raw.w) v = upos(rng);
-  } else {
-    for (auto& v : raw.q) v = nd(rng) * 1.37f;
-    for (auto& v : raw.w) v = uw(rng) * 0.83f;
-    if (c.values == Values::kTies) {
-      std::vector<float> proto(static_cast<size_t>(4 * c.d));
-      for (auto& v : proto) v = nd(rng);
-      for (int64_t j = 0; j < c.nk; ++j) {
-        const int64_t p = rng() % 4;
-        std::copy(proto.begin() + p * c.d, proto.begin() + (p + 1) * c.d, raw.k.begin() + j * c.d);
-      }
-    } else {
-      for (auto& v : raw.k) v = nd(rng) * 0.91f;
-    }
-  }
-  if (c.ks.empty()) {
-    raw.ks.assign(static_cast<size_t>(c.nq), 0);
-    raw.ke.resize(static_cast<size_t>(c.nq));
-    for (int64_t i = 0; i < c.nq; ++i)
-      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(c.nk - c.nq + i + 1, 0, c.nk));
-  } else {
-    raw.ks = c.ks;
-    raw.ke = c.ke;
-  }
-  Inputs in;
-  Status st = ref::quantize_inputs(raw, ref::Precision::kFp8, ref::QuantizeOptions{}, &in);
-  EXPECT_TRUE(st.ok()) << st.message();
-  return in;
+  return testing::make_dsa_inputs(c, seed, ref::Precision::kFp8);
 }
 
 struct Check {
@@ -323,35 +280,15 @@ TEST(Sm90Dsa, Fp8_H64_D128_Lk4097) {
   check_flat(in, Options{}, "Fp8_H64_D128_Lk4097");
 }
 
-// Every supported head count and dimension, one problem each.
 void check_heads_and_dims(const std::string& tag, const char* seed, int64_t nq, int64_t nk) {
-  for (int h : {8, 16, 32, 64, 128}) {
-    for (int d : {64, 128}) {
-      Case c;
-      c.nq = nq;
-      c.nk = nk;
-      c.h = h;
-      c.d = d;
-      c.k = 48;
-      check_flat(make_inputs(c, seed_for(seed) + h * 131 + d), Options{},
-                 tag + "_H" + std::to_string(h) + "_D" + std::to_string(d));
-    }
-  }
+  testing::for_heads_and_dims(tag, seed_for(seed), nq, nk, ref::Precision::kFp8,
+                              [](const Inputs& in, const std::string& what) { check_flat(in, Options{}, what); });
 }
 
-// Query and key counts around the kernels' tiles (64 keys; 8 rows a CTA at h = 64).
 void check_tiles(const std::string& tag, const char* seed, const std::vector<int64_t>& nks,
                  const std::vector<int64_t>& nqs) {
-  for (int64_t nk : nks) {
-    for (int64_t nq : nqs) {
-      Case c;
-      c.nq = nq;
-      c.nk = nk;
-      c.k = 16;
-      check_flat(make_inputs(c, seed_for(seed) + nk * 1000 + nq), Options{},
-                 tag + "_Nq" + std::to_string(nq) + "_Lk" + std::to_string(nk));
-    }
-  }
+  testing::for_tile_boundaries(tag, seed_for(seed), nks, nqs, ref::Precision::kFp8,
+                               [](const Inputs& in, const std::string& what) { check_flat(in, Options{}, what); });
 }
 
 // Keys and queries in [1, 1.25] with positive weights, then four distinct keys repeated (h = 16).
@@ -362,7 +299,7 @@ void check_narrow_and_ties(const std::string& tag, const std::string& seed) {
   c.k = 96;
   c.values = Values::kNarrow;
   check_flat(make_inputs(c, seed_for((seed + "narrow").c_str())), Options{}, tag + "_Narrow_1_1.25");
-  c.values = Values::kTies;
+  c.values = Values::kTiedKeys;
   c.h = 16;
   check_flat(make_inputs(c, seed_for((seed + "ties").c_str())), Options{}, tag + "_HeavyTies");
 }
@@ -468,55 +405,7 @@ TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
 
 PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
                        uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  PagedInputs in;
-  in.precision = ref::Precision::kFp8;
-  in.h = h;
-  in.d = d;
-  in.k = k;
-  in.next_n = next_n;
-  in.batch = batch;
-  in.page_tokens = 64;
-  int64_t maxp = 1;
-  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
-  in.max_pages = maxp + 1;  // a spare column: never read
-  in.num_pages = batch * in.max_pages + 3;
-  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
-  // Every page gets quantized random keys (deepgemm quantizer), also unused ones.
-  std::vector<float> row(static_cast<size_t>(d));
-  std::vector<uint8_t> codes(static_cast<size_t>(d));
-  for (int64_t p = 0; p < in.num_pages; ++p) {
-    uint8_t* base = in.cache.data() + p * in.page_bytes();
-    for (int t = 0; t < 64; ++t) {
-      for (auto& v : row) v = nd(rng);
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
-      std::memcpy(base + t * d, codes.data(), d);
-      std::memcpy(base + 64 * d + t * 4, &s, 4);
-    }
-  }
-  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);  // page tables out of order
-  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);  // unused entries: junk
-  int64_t next = 0;
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t p = 0; p < (ctx[b] + 63) / 64; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
-  in.context_lens = ctx;
-  const int64_t rows = batch * next_n;
-  in.q.resize(static_cast<size_t>(rows * h * d));
-  in.w.resize(static_cast<size_t>(rows * h));
-  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int hh = 0; hh < h; ++hh) {
-      for (auto& v : row) v = nd(rng) * 1.3f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
-                                             codes.data());
-      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
-      in.w[r * h + hh] = uw(rng) * s;
-    }
-  }
-  return in;
+  return testing::make_paged(batch, next_n, h, d, k, ctx, seed);  // fp8, keys N(0, 1)
 }
 
 void check_paged(const PagedInputs& in, const Options& opt, const std::string& what) {

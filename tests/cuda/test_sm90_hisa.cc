@@ -486,7 +486,7 @@ std::vector<HisaCase> flat_cases() {
     x.c.h = 16;
     x.c.d = 64;
     x.c.k = 64;
-    x.c.values = Values::kTies;
+    x.c.values = Values::kTiedKeys;
     v.push_back(x);
   }
   return v;

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/problems.h"
 #include "tests/common/sm90_test.h"
 #if defined(INDEXLAB_HAVE_CUDA)
 #include <cuda_runtime.h>
@@ -54,46 +55,24 @@ struct FlatCase {
 
 Inputs make_flat(const FlatCase& c, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::uniform_real_distribution<float> narrow(1.0f, 1.25f), uw(-1.0f, 1.0f), upos(0.05f, 1.0f);
   ref::RawInputs raw;
   raw.shape = ref::Shape{c.nq, c.nk, c.h, c.d, c.k};
-  raw.q.resize(static_cast<size_t>(c.nq * c.h * c.d));
-  raw.k.resize(static_cast<size_t>(c.nk * c.d));
-  raw.w.resize(static_cast<size_t>(c.nq * c.h));
-  if (c.values == Values::kNarrow) {
-    for (auto& v : raw.q) v = narrow(rng);
-    for (auto& v : raw.k) v = narrow(rng);
-    for (auto& v : raw.w) v = upos(rng);
-  } else {
-    for (auto& v : raw.q) v = nd(rng) * 1.37f;
-    for (auto& v : raw.w) v = uw(rng) * 0.83f;
-    if (c.values == Values::kTiedKeys) {
-      std::vector<float> proto(static_cast<size_t>(4 * c.d));
-      for (auto& v : proto) v = nd(rng);
-      for (int64_t j = 0; j < c.nk; ++j) {
-        const int64_t p = rng() % 4;
-        std::copy(proto.begin() + p * c.d, proto.begin() + (p + 1) * c.d, raw.k.begin() + j * c.d);
+  const testing::ValueClass cls = c.values == Values::kNarrow     ? testing::ValueClass::kNarrow
+                                  : c.values == Values::kTiedKeys ? testing::ValueClass::kTiedKeys
+                                                                  : testing::ValueClass::kNormal;
+  testing::fill_raw_values(&raw, cls, rng, testing::ValueBias{0.03f, 0.0f});
+  if (c.values == Values::kTiedHeads) {  // heads in groups of 4 copies: every router score ties
+    for (int64_t i = 0; i < c.nq; ++i)
+      for (int g = 0; g < c.h; ++g) {
+        const int src = g & ~3;
+        std::copy_n(raw.q.begin() + (i * c.h + src) * c.d, c.d, raw.q.begin() + (i * c.h + g) * c.d);
+        raw.w[i * c.h + g] = raw.w[i * c.h + src];
       }
-    } else {
-      for (auto& v : raw.k) v = nd(rng) * 0.91f + 0.03f;
-    }
-    if (c.values == Values::kTiedHeads) {  // heads in groups of 4 copies: every router score ties
-      for (int64_t i = 0; i < c.nq; ++i)
-        for (int g = 0; g < c.h; ++g) {
-          const int src = g & ~3;
-          std::copy_n(raw.q.begin() + (i * c.h + src) * c.d, c.d, raw.q.begin() + (i * c.h + g) * c.d);
-          raw.w[i * c.h + g] = raw.w[i * c.h + src];
-        }
-    }
   }
   raw.ks.resize(static_cast<size_t>(c.nq));
   raw.ke.resize(static_cast<size_t>(c.nq));
   if (c.ranges == Ranges::kCausalTail) {
-    for (int64_t i = 0; i < c.nq; ++i) {
-      raw.ks[i] = 0;
-      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(c.nk - c.nq + i + 1, 0, c.nk));
-    }
+    testing::causal_tail_ranges(&raw);
   } else {
     // Three packed sequences (starts not multiples of any block size); in kShortAndEmpty every
     // third row is empty and the others see 1..40 keys.
@@ -120,54 +99,10 @@ Inputs make_flat(const FlatCase& c, uint64_t seed) {
 
 PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
                        uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  PagedInputs in;
-  in.precision = ref::Precision::kFp8;
-  in.h = h;
-  in.d = d;
-  in.k = k;
-  in.next_n = next_n;
-  in.batch = batch;
-  int64_t maxp = 1;
-  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
-  in.max_pages = maxp + 1;  // a spare column: never read
-  in.num_pages = batch * in.max_pages + 3;
-  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
-  std::vector<float> row(static_cast<size_t>(d));
-  std::vector<uint8_t> codes(static_cast<size_t>(d));
-  for (int64_t p = 0; p < in.num_pages; ++p) {
-    uint8_t* base = in.cache.data() + p * in.page_bytes();
-    for (int t = 0; t < 64; ++t) {
-      for (auto& v : row) v = nd(rng) + 0.05f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
-      std::memcpy(base + t * d, codes.data(), d);
-      std::memcpy(base + 64 * d + t * 4, &s, 4);
-    }
-  }
-  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);  // page tables out of order
-  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);  // unused entries: junk
-  int64_t next = 0;
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t p = 0; p < (ctx[b] + 63) / 64; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
-  in.context_lens = ctx;
-  const int64_t rows = batch * next_n;
-  in.q.resize(static_cast<size_t>(rows * h * d));
-  in.w.resize(static_cast<size_t>(rows * h));
-  in.q_scale.resize(static_cast<size_t>(rows * h));
-  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int hh = 0; hh < h; ++hh) {
-      for (auto& v : row) v = nd(rng) * 1.3f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
-                                             codes.data());
-      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
-      in.w[r * h + hh] = uw(rng) * s;
-      in.q_scale[r * h + hh] = s;
-    }
-  return in;
+  testing::PagedStyle style;
+  style.key_bias = 0.05f;
+  style.q_scale = true;  // q_norm routing reads each q row's scale
+  return testing::make_paged(batch, next_n, h, d, k, ctx, seed, style);
 }
 
 /// GPU == emulation, bit for bit: index, score, active heads, logits; nothing left unwritten.

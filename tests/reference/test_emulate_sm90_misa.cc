@@ -18,6 +18,7 @@
 #include "reference/problem.h"
 #include "reference/quant.h"
 #include "tests/common/canonical_topk.h"
+#include "tests/common/problems.h"
 #include "tests/common/sm90_test.h"
 
 namespace indexlab {
@@ -35,16 +36,9 @@ using ref::Result;
 
 Inputs make_flat(int64_t nq, int64_t nk, int h, int d, int k, uint64_t seed, bool packed = false) {
   std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
   ref::RawInputs raw;
   raw.shape = ref::Shape{nq, nk, h, d, k};
-  raw.q.resize(static_cast<size_t>(nq * h * d));
-  raw.k.resize(static_cast<size_t>(nk * d));
-  raw.w.resize(static_cast<size_t>(nq * h));
-  for (auto& v : raw.q) v = nd(rng) * 1.37f;
-  for (auto& v : raw.k) v = nd(rng) * 0.91f + 0.05f;
-  for (auto& v : raw.w) v = uw(rng) * 0.83f;
+  testing::fill_raw_values(&raw, testing::ValueClass::kNormal, rng, testing::ValueBias{0.05f, 0.0f});
   raw.ks.resize(static_cast<size_t>(nq));
   raw.ke.resize(static_cast<size_t>(nq));
   if (packed) {  // two sequences side by side; seq_end marks each one's end
@@ -60,10 +54,7 @@ Inputs make_flat(int64_t nq, int64_t nk, int h, int d, int k, uint64_t seed, boo
       raw.block_origin[i] = static_cast<int32_t>(s0);
     }
   } else {
-    for (int64_t i = 0; i < nq; ++i) {
-      raw.ks[i] = 0;
-      raw.ke[i] = static_cast<int32_t>(std::clamp<int64_t>(nk - nq + i + 1, 0, nk));
-    }
+    testing::causal_tail_ranges(&raw);
   }
   Inputs in;
   Status st = ref::quantize_inputs(raw, ref::Precision::kFp8, ref::QuantizeOptions{}, &in);
@@ -73,54 +64,10 @@ Inputs make_flat(int64_t nq, int64_t nk, int h, int d, int k, uint64_t seed, boo
 
 PagedInputs make_paged(int64_t batch, int next_n, int h, int d, int k, const std::vector<int32_t>& ctx,
                        uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  PagedInputs in;
-  in.precision = ref::Precision::kFp8;
-  in.h = h;
-  in.d = d;
-  in.k = k;
-  in.next_n = next_n;
-  in.batch = batch;
-  int64_t maxp = 1;
-  for (int32_t c : ctx) maxp = std::max<int64_t>(maxp, (c + 63) / 64);
-  in.max_pages = maxp + 1;
-  in.num_pages = batch * in.max_pages + 3;
-  in.cache.resize(static_cast<size_t>(in.num_pages * in.page_bytes()));
-  std::vector<float> row(static_cast<size_t>(d));
-  std::vector<uint8_t> codes(static_cast<size_t>(d));
-  for (int64_t p = 0; p < in.num_pages; ++p) {
-    uint8_t* base = in.cache.data() + p * in.page_bytes();
-    for (int t = 0; t < 64; ++t) {
-      for (auto& v : row) v = nd(rng) + 0.1f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{}, codes.data());
-      std::memcpy(base + t * d, codes.data(), d);
-      std::memcpy(base + 64 * d + t * 4, &s, 4);
-    }
-  }
-  std::vector<int32_t> perm(static_cast<size_t>(in.num_pages));
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  in.block_table.assign(static_cast<size_t>(batch * in.max_pages), -7);
-  int64_t next = 0;
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t p = 0; p < (ctx[b] + 63) / 64; ++p) in.block_table[b * in.max_pages + p] = perm[next++];
-  in.context_lens = ctx;
-  const int64_t rows = batch * next_n;
-  in.q.resize(static_cast<size_t>(rows * h * d));
-  in.w.resize(static_cast<size_t>(rows * h));
-  in.q_scale.resize(static_cast<size_t>(rows * h));
-  std::uniform_real_distribution<float> uw(-1.0f, 1.0f);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int hh = 0; hh < h; ++hh) {
-      for (auto& v : row) v = nd(rng) * 1.3f;
-      const float s = ref::quantize_row_e4m3(row.data(), d, ref::QuantConfig{ref::Quantizer::kVllmCache, false, 1e-10f},
-                                             codes.data());
-      for (int t = 0; t < d; ++t) in.q[(r * h + hh) * d + t] = ref::e4m3_to_float(codes[t]);
-      in.w[r * h + hh] = uw(rng) * s;
-      in.q_scale[r * h + hh] = s;
-    }
-  return in;
+  testing::PagedStyle style;
+  style.key_bias = 0.1f;
+  style.q_scale = true;
+  return testing::make_paged(batch, next_n, h, d, k, ctx, seed, style);
 }
 
 /// Emulated DSA selection of a flat problem (canonical top-k of emulate_sm90_dsa_logits).
