@@ -62,9 +62,9 @@ void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
 BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
 // ws = 1: the warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws), timed beside the
-// default one in the same binary.
+// default one (ws = 0 sets v1, so an exported INDEXLAB_LOGITS cannot mislabel a row).
 const char* logits_kernel_env(const benchmark::State& state) {
-  return state.range(2) != 0 ? "ws" : nullptr;
+  return state.range(2) != 0 ? "ws" : "v1";
 }
 
 void BM_CudaPrefillCausal(benchmark::State& state) {

@@ -668,7 +668,7 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
 }
 
 // INDEXLAB_LOGITS=ws runs the prefill logits on logits_ws_kernel instead of logits_kernel (same
-// bits). Opt-in until its final form has passed the GPU tests on a card (see cuda/NOTES.md); read
+// bits); any other value (tests and benchmarks say v1) or none keeps logits_kernel. Opt-in until its final form has passed the GPU tests on a card (see cuda/NOTES.md); read
 // at every launch so a test can switch it.
 bool use_ws_prefill() {
   const char* e = std::getenv("INDEXLAB_LOGITS");
