@@ -61,8 +61,8 @@ void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
 }
 BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
-// ws = 1: the warp-specialized prefill logits kernel (INDEXLAB_LOGITS=ws), timed beside the
-// default one (ws = 0 sets v1, so an exported INDEXLAB_LOGITS cannot mislabel a row).
+// ws = 1: the warp-specialized prefill logits kernel (the default), timed beside logits_kernel
+// (ws = 0: INDEXLAB_LOGITS=v1). Both set the variable, so an exported value cannot mislabel a row.
 const char* logits_kernel_env(const benchmark::State& state) {
   return state.range(2) != 0 ? "ws" : "v1";
 }

@@ -1,8 +1,9 @@
 #!/bin/bash
-# One GPU-machine session in one call: the GPU tests (default kernels, then the opt-in
-# warp-specialized prefill logits kernel), the side-by-side prefill benchmarks, and a
-# compute-sanitizer pass on the ws kernel. Every step has its own time limit, so a hang costs one
-# step, not the session, and output streams as it comes.
+# One GPU-machine session in one call: the GPU tests (default kernels, then the DSA / HISA / MISA
+# tests again on the v1 prefill logits kernel), the side-by-side prefill (ws vs v1) and decode
+# benchmarks, and compute-sanitizer memcheck and racecheck on prefill and paged decode. Every step
+# has its own time limit, so a hang costs one step, not the session, and output streams as it
+# comes.
 #
 #   bench/gpu_check.sh prepare BUILD_DIR [DEST]   on the build machine: copies test_cuda,
 #                                                 indexlab_bench, indexlab, bench/torch_topk.py
@@ -44,16 +45,16 @@ case "$cmd" in
       tail -3 "$out/$name.log"
     }
     step test_cuda 240 ./test_cuda --gtest_brief=1
-    step test_cuda_ws 240 env INDEXLAB_LOGITS=ws ./test_cuda --gtest_brief=1 \
+    step test_cuda_v1 240 env INDEXLAB_LOGITS=v1 ./test_cuda --gtest_brief=1 \
       --gtest_filter='Sm90Dsa*:Sm90Hisa*:Sm90Gather*:Sm90Misa*'
-    echo "== prefill, default vs ws (one process)"
-    timeout 150 ./indexlab_bench --benchmark_min_time=0.3 \
-      --benchmark_filter='BM_CudaCeilingWgmma|BM_CudaPrefillCausal(Bf16)?/S:(8192|32768)/' 2>&1 |
+    echo "== prefill (ws: default, v1: logits_kernel) and paged decode (one process)"
+    timeout 180 ./indexlab_bench --benchmark_min_time=0.3 \
+      --benchmark_filter='BM_CudaCeiling|BM_CudaPrefillCausal(Bf16)?/S:(8192|32768)/|BM_CudaDecodePaged' 2>&1 |
       grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee "$out/bench_prefill.txt"
-    step memcheck_ws 200 env INDEXLAB_LOGITS=ws compute-sanitizer --tool memcheck ./test_cuda \
-      --gtest_filter='Sm90Dsa.Fp8_WarpSpecializedLogitsKernel:Sm90DsaBf16.Bf16_WarpSpecializedLogitsKernel'
-    step racecheck_ws 300 env INDEXLAB_LOGITS=ws compute-sanitizer --tool racecheck ./test_cuda \
-      --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_EmptyRangesAndPackedBatches'
+    step memcheck 200 compute-sanitizer --tool memcheck ./test_cuda \
+      --gtest_filter='Sm90Dsa.Fp8_V1LogitsKernel:Sm90DsaBf16.Bf16_TileBoundaries:Sm90Paged.*:Sm90PagedBf16.Bf16_NextN1to4_OutOfOrderPages'
+    step racecheck 300 compute-sanitizer --tool racecheck ./test_cuda \
+      --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_EmptyRangesAndPackedBatches:Sm90Paged.*'
     ;;
   *)
     sed -n '2,14p' "$0"

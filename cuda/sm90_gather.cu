@@ -118,8 +118,8 @@ __global__ void __launch_bounds__(kNwg * 128, N <= 64 ? 2 : 1) gather_kernel(con
 
   // Q rows (heads; rows >= H are zero) in the K-major core-matrix layout, and weights.
   for (int c = wtid; c < N * (D / 16); c += 128) {
-    const int n = (c & 7) + 8 * (c / (8 * (D / 16)));
-    const int kc = (c >> 3) % (D / 16);
+    int n, kc;
+    tile_chunk(c, D, &n, &kc);
     const bool ok = n < H;
     const uint8_t* src = ok ? p.q + (r * H + n) * D + kc * 16 : p.q;
     cp_async_16(q_s + core_offset(n, kc, D), src, ok ? 16 : 0);
@@ -141,8 +141,8 @@ __global__ void __launch_bounds__(kNwg * 128, N <= 64 ? 2 : 1) gather_kernel(con
     float* sd = sc_s + stage * kTileKeys;
 #pragma unroll
     for (int c = wtid; c < kTileKeys * (D / 16); c += 128) {
-      const int row = (c & 7) + 8 * (c / (8 * (D / 16)));
-      const int kc = (c >> 3) % (D / 16);
+      int row, kc;
+      tile_chunk(c, D, &row, &kc);
       const uint8_t* src = p.cache ? p.cache : p.k;
       const float* ssrc = nullptr;
       const int32_t inf = key_info(kp, r, g, row, lo, hi, ts, &src, &ssrc, D);

@@ -311,8 +311,8 @@ __global__ void __launch_bounds__(kCNWG * 128, 1) compact8_logits_kernel(const C
   for (int c = tid; c < kQChunks; c += kThreads) {
     const int g = c / (kCN * (D / 16));
     const int cc = c % (kCN * (D / 16));
-    const int n = (cc & 7) + 8 * (cc / (8 * (D / 16)));
-    const int kc = (cc >> 3) % (D / 16);
+    int n, kc;
+    tile_chunk(cc, D, &n, &kc);
     const int j8 = n >> 3;
     const int r = g * kCQ + 4 * (j8 >> 2) + ((n & 7) >> 1);
     const int hh = 2 * (j8 & 3) + (n & 1);
@@ -375,8 +375,8 @@ __global__ void __launch_bounds__(kCNWG * 128, 1) compact8_logits_kernel(const C
     const int valid_rows = static_cast<int>(min64(kCKeys, p.nk - b * kCKeys));
 #pragma unroll
     for (int c = wtid; c < kCKeys * (D / 16); c += 128) {
-      const int row = (c & 7) + 8 * (c / (8 * (D / 16)));
-      const int kc = (c >> 3) % (D / 16);
+      int row, kc;
+      tile_chunk(c, D, &row, &kc);
       const bool ok = row < valid_rows;
       cp_async_16(kd + core_offset(row, kc, D), ok ? base + row * D + kc * 16 : base, ok ? 16 : 0);
     }

@@ -70,10 +70,11 @@ ref::Result expect_reruns_bitwise_identical(Run run, int reruns, const std::stri
   return first;
 }
 
-/// For the prefill logits kernel switch: `run` under INDEXLAB_LOGITS=ws must give the same bits
-/// in 20 reruns, and the same logits as the default kernel.
+/// The two prefill logits schedules: `run` on the default warp-specialized kernel
+/// (INDEXLAB_LOGITS=ws) must give the same bits in 20 reruns, and the same logits and selection
+/// as on logits_kernel (INDEXLAB_LOGITS=v1).
 template <typename Run>
-void expect_ws_logits_match_default(Run run, const std::string& what) {
+void expect_logits_kernels_agree(Run run, const std::string& what) {
   ref::Result ws_out;
   {
     ScopedEnv ws("INDEXLAB_LOGITS", "ws");
@@ -85,7 +86,7 @@ void expect_ws_logits_match_default(Run run, const std::string& what) {
   ASSERT_TRUE(st.ok()) << what << ": " << st.message();
   ASSERT_EQ(ws_out.logits.size(), dflt.logits.size()) << what;
   EXPECT_EQ(0, std::memcmp(ws_out.logits.data(), dflt.logits.data(), dflt.logits.size() * 4))
-      << what << ": the two logits kernels disagree";
+      << what << ": the ws and v1 logits kernels disagree";
   EXPECT_EQ(ws_out.index, dflt.index) << what << ": the two logits kernels select differently";
 }
 
