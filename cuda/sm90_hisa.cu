@@ -13,7 +13,7 @@
 
 #include "cuda/api.h"
 #include "cuda/bench_staged.cuh"
-#include "cuda/hisa.h"
+#include "cuda/pooled_cache.h"
 #include "cuda/sm90_common.cuh"
 #include "cuda/sm90_host.cuh"
 #include "cuda/sparse.h"
@@ -172,68 +172,6 @@ Status launch_select(const SelectParams& p, cudaStream_t st) {
   select_kernel<<<static_cast<unsigned>(blocks), kSelWarps * 32, 0, st>>>(p);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
-}
-
-// Incremental pooling of the decode cache (same arithmetic as launch_pool_fp8, emulated by
-// ref::emulate_sm90_pool): the fp64 per-feature sums of every block are kept, so appending keys
-// [from, to) to a block continues its ascending-order sum exactly where it stopped, and the
-// result equals pooling the whole block from scratch bit for bit. Entry t: meta[0..4][t] = from,
-// to, seq, slot, block start; a block starts from 0.0 when from == its start. A key that cannot
-// be read marks the block bad (persisted), as the pooling kernel does: NaN codes and scale.
-constexpr int kIncThreads = 128;
-
-__device__ __forceinline__ float e4m3_value(uint8_t code) {
-  __nv_fp8_e4m3 v;
-  v.__x = code;
-  return static_cast<float>(v);
-}
-
-__global__ void __launch_bounds__(kIncThreads) pool_append_kernel(
-    const uint8_t* cache, const int32_t* block_table, int64_t max_pages, int64_t num_pages,
-    const int32_t* meta, int64_t n, int d, double* acc64, int32_t* bad_state, uint8_t* codes, float* scales) {
-  const int64_t t = blockIdx.x;
-  const int x = threadIdx.x;
-  const int64_t from = meta[t], to = meta[n + t], seq = meta[2 * n + t], slot = meta[3 * n + t],
-                start = meta[4 * n + t];
-  const int64_t page_bytes = static_cast<int64_t>(64) * (d + 4);
-  const bool fresh = from == start;
-  bool bad = !fresh && bad_state[slot] != 0;
-  double acc = (fresh || x >= d) ? 0.0 : acc64[slot * d + x];
-  if (x < d) {
-#pragma unroll 8
-    for (int64_t j = from; j < to; ++j) {
-      const int64_t lp = j / 64;
-      const int32_t page = lp < max_pages ? block_table[seq * max_pages + lp] : -1;
-      const bool ok = page >= 0 && page < num_pages;
-      bad = bad || !ok;
-      float v = 0.0f, s = 0.0f;
-      if (ok) {
-        const uint8_t* base = cache + static_cast<int64_t>(page) * page_bytes;
-        v = e4m3_value(base[(j % 64) * d + x]);
-        s = reinterpret_cast<const float*>(base + 64 * d)[j % 64];
-      }
-      acc = __dadd_rn(acc, __dmul_rn(static_cast<double>(s), static_cast<double>(v)));
-    }
-    acc64[slot * d + x] = acc;
-  }
-  const int bad_any = __syncthreads_or(bad ? 1 : 0);
-  if (x == 0) bad_state[slot] = bad_any;
-  const float mean = bad_any ? __int_as_float(0x7FC00000)
-                             : __fdiv_rn(__double2float_rn(acc), static_cast<float>(to - start));
-  __shared__ float red[kIncThreads / 32];
-  float a = x < d ? fabsf(mean) : 0.0f;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
-  if ((x & 31) == 0) red[x / 32] = a;
-  __syncthreads();
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kIncThreads / 32; ++i) amax = fmaxf(amax, red[i]);
-  const float scale = fmaxf(__fdiv_rn(amax, 448.0f), 1e-10f);
-  if (x < d)
-    codes[slot * d + x] = bad_any ? static_cast<uint8_t>(0x7F)
-                                  : static_cast<uint8_t>(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
-  if (x == 0) scales[slot] = bad_any ? __int_as_float(0x7FC00000) : scale;
 }
 
 // Tile starts of the paged block-score gather: row r scores its nb pooled blocks at
@@ -523,7 +461,7 @@ struct PagedRunner {
   const float* w = nullptr;
   const uint8_t* cache = nullptr;
   const int32_t* bt = nullptr;
-  const HisaPooledCache* pooled = nullptr;
+  const PagedPooledCache* pooled = nullptr;
   std::vector<int32_t> hi_h, nb_h;
   DeviceArray<int32_t> nb, zero, hi, jlo, jhi, jtiles, tiles;
   DeviceArray<float> J, cl;
@@ -700,127 +638,6 @@ void init_result(int64_t nq, int K, int64_t lcols, bool want, ref::Result* out) 
 }  // namespace
 }  // namespace detail
 
-// ---- Pooled cache --------------------------------------------------------------------------------
-
-struct HisaPooledCache::Impl {
-  int64_t batch = 0, max_pages = 0, bps = 0, repooled = 0;
-  int block = 128, d = 128;
-  std::vector<int32_t> len;
-  detail::DeviceArray<uint8_t> codes, hcache;
-  detail::DeviceArray<float> scales;
-  detail::DeviceArray<double> acc;      // [batch * bps, d] fp64 sums of each block's keys so far
-  detail::DeviceArray<int32_t> bad;     // [batch * bps] a key of the block could not be read
-  detail::DeviceArray<int32_t> meta, hbt;  // meta: [5, n] from, to, seq, slot, block start
-  std::vector<int32_t> host_meta;
-};
-
-HisaPooledCache::HisaPooledCache() : impl_(std::make_unique<Impl>()) {}
-HisaPooledCache::~HisaPooledCache() = default;
-
-Status HisaPooledCache::reset(int64_t batch, int64_t max_pages, int block, int d) {
-  if (batch < 0 || max_pages < 0) return error("HisaPooledCache: batch = ", batch, ", max_pages = ", max_pages, " must be >= 0");
-  if (block < 64 || block % 64 != 0) return error("HisaPooledCache: block = ", block, " must be a positive multiple of 64");
-  if (d != 64 && d != 128) return error("HisaPooledCache: d = ", d, " is not 64 or 128");
-  INDEXLAB_RETURN_IF_ERROR(detail::need_device());
-  Impl& m = *impl_;
-  m.batch = batch;
-  m.max_pages = max_pages;
-  m.block = block;
-  m.d = d;
-  m.bps = (max_pages * 64 + block - 1) / block;
-  m.len.assign(static_cast<size_t>(batch), 0);
-  m.repooled = 0;
-  INDEXLAB_RETURN_IF_ERROR(m.codes.alloc(static_cast<size_t>(batch * m.bps * d)));
-  INDEXLAB_RETURN_IF_ERROR(m.scales.alloc(static_cast<size_t>(batch * m.bps)));
-  INDEXLAB_RETURN_IF_ERROR(detail::poison(m.codes, 0x7F));
-  INDEXLAB_RETURN_IF_ERROR(detail::poison(m.scales, 0xFF));
-  INDEXLAB_RETURN_IF_ERROR(m.acc.alloc(static_cast<size_t>(batch * m.bps * d)));
-  INDEXLAB_RETURN_IF_ERROR(m.bad.alloc(static_cast<size_t>(batch * m.bps)));
-  return Status::Ok();
-}
-
-Status HisaPooledCache::update(const uint8_t* cache, const int32_t* block_table, int64_t num_pages,
-                               const std::vector<int32_t>& ctx, void* stream) {
-  Impl& m = *impl_;
-  if (static_cast<int64_t>(ctx.size()) != m.batch)
-    return error("HisaPooledCache: context_lens has ", ctx.size(), " entries, expected batch = ", m.batch);
-  std::vector<int32_t>& hm = m.host_meta;
-  std::vector<int32_t> f, e, s, t, st;
-  for (int64_t i = 0; i < m.batch; ++i) {
-    const int64_t c = ctx[i];
-    if (c < 0 || c > m.max_pages * 64)
-      return error("HisaPooledCache: context_lens[", i, "] = ", c, " is outside [0, max_pages * 64 = ", m.max_pages * 64, "]");
-    if (c == m.len[i]) continue;
-    // Growing: continue the last block's sums, start the new ones. Shrinking: re-pool the new
-    // last block from its start.
-    const int64_t old = c < m.len[i] ? (c / m.block) * m.block : m.len[i];
-    for (int64_t blk = old / m.block; blk * m.block < c; ++blk) {
-      const int64_t b0 = blk * m.block;
-      f.push_back(static_cast<int32_t>(std::max(b0, old)));
-      e.push_back(static_cast<int32_t>(std::min<int64_t>(b0 + m.block, c)));
-      s.push_back(static_cast<int32_t>(i));
-      t.push_back(static_cast<int32_t>(i * m.bps + blk));
-      st.push_back(static_cast<int32_t>(b0));
-    }
-  }
-  m.repooled = static_cast<int64_t>(f.size());
-  if (!f.empty()) {
-    if (!cache || !block_table) return error("HisaPooledCache: cache and block_table must not be null");
-    const size_t n = f.size();
-    if (m.meta.size() < 5 * n) INDEXLAB_RETURN_IF_ERROR(m.meta.alloc(5 * std::max<size_t>(n, 2 * m.meta.size() / 5)));
-    hm.resize(5 * n);
-    std::copy(f.begin(), f.end(), hm.begin());
-    std::copy(e.begin(), e.end(), hm.begin() + n);
-    std::copy(s.begin(), s.end(), hm.begin() + 2 * n);
-    std::copy(t.begin(), t.end(), hm.begin() + 3 * n);
-    std::copy(st.begin(), st.end(), hm.begin() + 4 * n);
-    cudaStream_t cs = static_cast<cudaStream_t>(stream);
-    INDEXLAB_CUDA_CHECK(cudaMemcpyAsync(m.meta.get(), hm.data(), 5 * n * sizeof(int32_t), cudaMemcpyHostToDevice, cs));
-    detail::pool_append_kernel<<<static_cast<unsigned>(n), detail::kIncThreads, 0, cs>>>(
-        cache, block_table, m.max_pages, num_pages, m.meta.get(), static_cast<int64_t>(n), m.d, m.acc.get(),
-        m.bad.get(), m.codes.get(), m.scales.get());
-    INDEXLAB_CUDA_CHECK(cudaGetLastError());
-  }
-  m.len = ctx;
-  return Status::Ok();
-}
-
-Status HisaPooledCache::update(const ref::PagedInputs& in) {
-  Impl& m = *impl_;
-  if (in.batch != m.batch || in.max_pages != m.max_pages || in.d != m.d)
-    return error("HisaPooledCache: inputs (batch ", in.batch, ", max_pages ", in.max_pages, ", d ", in.d,
-                 ") differ from the reset shape");
-  if (static_cast<int64_t>(in.block_table.size()) != in.batch * in.max_pages)
-    return error("HisaPooledCache: block_table has ", in.block_table.size(), " entries, expected batch * max_pages");
-  if (static_cast<int64_t>(in.cache.size()) != in.num_pages * 64 * (in.d + 4))
-    return error("HisaPooledCache: cache has ", in.cache.size(), " bytes, expected num_pages * 64 * (d + 4) = ",
-                 in.num_pages * 64 * (in.d + 4));
-  if (static_cast<int64_t>(in.context_lens.size()) != in.batch)
-    return error("HisaPooledCache: context_lens has ", in.context_lens.size(), " entries, expected batch = ", in.batch);
-  INDEXLAB_RETURN_IF_ERROR(m.hcache.upload(in.cache));
-  INDEXLAB_RETURN_IF_ERROR(m.hbt.upload(in.block_table));
-  INDEXLAB_RETURN_IF_ERROR(update(m.hcache.get(), m.hbt.get(), in.num_pages, in.context_lens, nullptr));
-  return detail::sync_check();
-}
-
-Status HisaPooledCache::download(std::vector<uint8_t>* codes, std::vector<float>* scales) const {
-  if (!codes || !scales) return error("HisaPooledCache::download: null output");
-  INDEXLAB_RETURN_IF_ERROR(detail::sync_check());
-  codes->resize(impl_->codes.size());
-  scales->resize(impl_->scales.size());
-  INDEXLAB_RETURN_IF_ERROR(impl_->codes.download(codes->data(), codes->size()));
-  return impl_->scales.download(scales->data(), scales->size());
-}
-
-int64_t HisaPooledCache::last_repooled() const { return impl_->repooled; }
-int64_t HisaPooledCache::blocks_per_seq() const { return impl_->bps; }
-int64_t HisaPooledCache::batch() const { return impl_->batch; }
-int HisaPooledCache::block() const { return impl_->block; }
-int HisaPooledCache::d() const { return impl_->d; }
-const std::vector<int32_t>& HisaPooledCache::lengths() const { return impl_->len; }
-const uint8_t* HisaPooledCache::codes() const { return impl_->codes.get(); }
-const float* HisaPooledCache::scales() const { return impl_->scales.get(); }
-
 // ---- Host entry points ---------------------------------------------------------------------------
 
 Status hisa_fp8(const ref::Inputs& in, const ref::Options& opt, ref::Result* out) {
@@ -875,7 +692,7 @@ Status hisa_paged_fp8(const ref::PagedInputs& in, const ref::Options& opt, ref::
   for (int64_t b = 0; b < in.batch; ++b)
     if (in.context_lens[b] > lcols)
       return error("context_lens[", b, "] = ", in.context_lens[b], " exceeds max_pages * 64 = ", lcols);
-  HisaPooledCache pc;
+  PagedPooledCache pc;
   INDEXLAB_RETURN_IF_ERROR(pc.reset(in.batch, in.max_pages, opt.hisa_block, d));
   detail::DeviceArray<uint8_t> dq, dcache;
   detail::DeviceArray<float> dw, dscore;
@@ -936,7 +753,7 @@ class HisaPagedWorkload : public Workload {
   DeviceArray<float> w, score;
   DeviceArray<int32_t> bt, index;
   std::vector<int32_t> ctx, ctx_prev;
-  HisaPooledCache pc;
+  PagedPooledCache pc;
   PagedRunner pr;
   StageTimer timer;
   Status run(float* ms) override {

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "cuda/bench_staged.cuh"
+#include "cuda/pooled_cache.h"
 #include "cuda/sm90_common.cuh"
 #include "cuda/sm90_host.cuh"
 #include "cuda/sm90_wgmma_gen.cuh"
@@ -655,6 +656,9 @@ class MisaRunner {
   DeviceArray<float> score;
   std::vector<std::unique_ptr<Chunk>> chunks;
   std::vector<int32_t> h_ks, h_ke;  // host copies (ke = visible positions when paged)
+  // Paged pooled routing with a router block that is a multiple of 64: the router reads the fp32
+  // means of this cache (slot seq * blocks_per_seq + block) instead of pooling per call.
+  const PagedPooledCache* pooled_cache = nullptr;
   double router_pairs = 0;          // (row, block) pairs the router scores
 
   /// Plans the chunks from the row ranges. end/origin: flat pooling end and release origin.
@@ -690,6 +694,16 @@ class MisaRunner {
               ref::misa_router_blocks(0, h_ke[i], end[i], 0, opt, &blocks);
             }
             const int64_t seq = paged ? i / next_n : 0;
+            if (pooled_cache) {  // blocks [t Br, min((t + 1) Br, ctx)): the cache's slots
+              const int64_t br = pooled_cache->block();
+              for (const auto& b : blocks) {
+                if (b.begin % br != 0 || b.end != std::min<int64_t>(b.begin + br, end[i]))
+                  return error("row ", i, ": router block [", b.begin, ", ", b.end, ") is not a pooled-cache block");
+                add_ids.push_back(static_cast<int32_t>(seq * pooled_cache->blocks_per_seq() + b.begin / br));
+              }
+              add_ptr.push_back(static_cast<int32_t>(c.pool_ids.size() + add_ids.size()));
+              continue;
+            }
             for (const auto& b : blocks) {
               const auto key = std::make_tuple(seq, b.begin, b.end);
               auto it = ids.find(key);
@@ -801,7 +815,7 @@ class MisaRunner {
       rp.hp = hp;
       rp.mode = opt.routing == ref::Routing::kPooled ? kModePooled
                 : opt.routing == ref::Routing::kOwnKey ? kModeOwnKey : kModeQNorm;
-      rp.pooled = pooled.get();
+      rp.pooled = pooled_cache ? pooled_cache->means() : pooled.get();
       rp.row_ptr = c.d_row_ptr.get();
       rp.pool_ids = c.d_pool_ids.get();
       rp.k = k.get();
@@ -1065,6 +1079,15 @@ Status misa_flat(ref::Path path, const ref::Inputs& in, const ref::Options& opt,
   return finish_result(m, out);
 }
 
+/// Paged pooled routing reads a PagedPooledCache when its blocks can be cache slots: a router
+/// block that is a multiple of 64 (the cache's granularity) and int32 slot ids. Otherwise the
+/// router's blocks are pooled on every call (launch_pool_fp8), with the same bits.
+bool use_pooled_cache(const ref::Options& opt, int64_t batch, int64_t max_pages) {
+  if (opt.routing != ref::Routing::kPooled || opt.misa_block < 64 || opt.misa_block % 64 != 0) return false;
+  const int64_t bps = (max_pages * 64 + opt.misa_block - 1) / opt.misa_block;
+  return batch * bps <= INT32_MAX;
+}
+
 Status misa_paged(ref::Path path, const ref::PagedInputs& in, const ref::Options& opt, ref::Result* out) {
   if (!out) return error("out is null");
   INDEXLAB_RETURN_IF_ERROR(can_implement_sparse(path, in, opt));
@@ -1106,6 +1129,12 @@ Status misa_paged(ref::Path path, const ref::PagedInputs& in, const ref::Options
   INDEXLAB_RETURN_IF_ERROR(m.context_lens.upload(in.context_lens));
   INDEXLAB_RETURN_IF_ERROR(m.ke.upload(m.h_ke));
   INDEXLAB_RETURN_IF_ERROR(m.zeros.upload(m.h_ks));
+  PagedPooledCache pc;
+  if (use_pooled_cache(opt, in.batch, in.max_pages)) {
+    INDEXLAB_RETURN_IF_ERROR(pc.reset(in.batch, in.max_pages, opt.misa_block, in.d, PooledForm::kMeans));
+    INDEXLAB_RETURN_IF_ERROR(pc.update(m.cache.get(), m.block_table.get(), in.num_pages, in.context_lens, nullptr));
+    m.pooled_cache = &pc;
+  }
   m.use_dsa_score = dsa_score_requested();
   m.use_bitonic = bitonic_requested();
   INDEXLAB_RETURN_IF_ERROR(m.plan(end, origin));
@@ -1122,8 +1151,17 @@ class MisaWorkload : public Workload {
  public:
   MisaRunner m;
   StageTimer timer;
+  // Paged pooled routing: one decode step per run, every sequence grown by one token and pooled
+  // into its last block (the shrink before the timer only resets the lengths, one block each),
+  // timed as the "pool" stage, as HISA's decode fixture does.
+  PagedPooledCache pc;
+  std::vector<int32_t> ctx, ctx_prev;
   Status run(float* ms) override {
+    if (m.pooled_cache)
+      INDEXLAB_RETURN_IF_ERROR(pc.update(m.cache.get(), m.block_table.get(), m.num_pages, ctx_prev, nullptr));
     INDEXLAB_RETURN_IF_ERROR(timer.begin());
+    if (m.pooled_cache)
+      INDEXLAB_RETURN_IF_ERROR(pc.update(m.cache.get(), m.block_table.get(), m.num_pages, ctx, nullptr));
     INDEXLAB_RETURN_IF_ERROR(m.run(&timer, [](const Chunk&) { return Status::Ok(); }));
     return timer.finish(ms, &stages);
   }
@@ -1188,6 +1226,14 @@ Status make_misa_workload(const SparseBenchSpec& spec, std::unique_ptr<Workload>
     INDEXLAB_RETURN_IF_ERROR(m.context_lens.upload(s.context_lens));
     INDEXLAB_RETURN_IF_ERROR(m.ke.upload(m.h_ke));
     INDEXLAB_RETURN_IF_ERROR(m.zeros.upload(m.h_ks));
+    if (use_pooled_cache(spec.opt, spec.batch, s.max_pages)) {
+      wl->ctx = s.context_lens;
+      wl->ctx_prev = s.context_lens;
+      for (auto& c : wl->ctx_prev) c = std::max(0, c - 1);
+      INDEXLAB_RETURN_IF_ERROR(wl->pc.reset(spec.batch, s.max_pages, spec.opt.misa_block, spec.d, PooledForm::kMeans));
+      INDEXLAB_RETURN_IF_ERROR(wl->pc.update(m.cache.get(), m.block_table.get(), s.num_pages, wl->ctx, nullptr));
+      m.pooled_cache = &wl->pc;
+    }
   }
   m.use_dsa_score = dsa_score_requested();
   m.use_bitonic = bitonic_requested();
@@ -1200,7 +1246,9 @@ Status make_misa_workload(const SparseBenchSpec& spec, std::unique_ptr<Workload>
   if (m.dagger) wl->flops += static_cast<double>(m.rows) * std::min<double>(m.k1, s.pairs / m.rows) * 2.0 * m.H * dd;
   const double key_bytes = m.paged ? static_cast<double>(s.num_pages) * 64 * (dd + 4)
                                    : static_cast<double>(spec.sk) * (dd + 4);
-  wl->bytes = static_cast<double>(m.rows) * (m.H * dd + 4.0 * m.H + 8.0 * m.K) + 2 * key_bytes;
+  // Keys read by scoring, and by pooling unless the pooled cache holds them (it re-reads one token
+  // per sequence a step).
+  wl->bytes = static_cast<double>(m.rows) * (m.H * dd + 4.0 * m.H + 8.0 * m.K) + (m.pooled_cache ? 1 : 2) * key_bytes;
   *out = std::move(wl);
   return Status::Ok();
 }

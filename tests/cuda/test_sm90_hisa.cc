@@ -31,7 +31,7 @@
 #if INDEXLAB_HAVE_CUDA
 #include <cuda_runtime.h>
 
-#include "cuda/hisa.h"
+#include "cuda/pooled_cache.h"
 #include "cuda/sparse_detail.h"
 #endif
 
@@ -551,25 +551,32 @@ TEST(Sm90Hisa, DeterministicOver20Reruns) {
   }
 }
 
-TEST(Sm90Hisa, IncrementalPooledCacheEqualsFullRecompute) {
+// The decode pooled cache (HISA's codes and MISA's means): grown and shrunk step by step, every
+// valid block equals pooling it from scratch and the emulated pooling, bit for bit.
+TEST(Sm90PooledCache, IncrementalEqualsFullRecompute) {
   SKIP_WITHOUT_GPU();
   for (int block : {64, 128}) {
     PagedInputs pg = make_paged(3, 1, 16, 128, 16, {1, 1, 1}, seed_for("incr"), 12);
     const int32_t cap = static_cast<int32_t>(pg.max_pages * 64);
     std::vector<std::vector<int32_t>> steps = {{1, 0, 5}, {64, 1, 5}, {65, 127, 200}, {66, 128, 200},
                                                {300, 129, 255}, {301, 400, 256}, {cap, 401, 257}};
-    cuda::HisaPooledCache inc;
-    ASSERT_TRUE(inc.reset(pg.batch, pg.max_pages, block, pg.d).ok());
+    cuda::PagedPooledCache inc, means_only;
+    ASSERT_TRUE(inc.reset(pg.batch, pg.max_pages, block, pg.d, cuda::PooledForm::kBoth).ok());
+    ASSERT_TRUE(means_only.reset(pg.batch, pg.max_pages, block, pg.d, cuda::PooledForm::kMeans).ok());
     for (const auto& ctx : steps) {
       pg.context_lens = ctx;
       ASSERT_TRUE(inc.update(pg).ok());
-      cuda::HisaPooledCache full;
+      ASSERT_TRUE(means_only.update(pg).ok());
+      cuda::PagedPooledCache full;
       ASSERT_TRUE(full.reset(pg.batch, pg.max_pages, block, pg.d).ok());
       ASSERT_TRUE(full.update(pg).ok());
       std::vector<uint8_t> ci, cf;
       std::vector<float> si, sf;
       ASSERT_TRUE(inc.download(&ci, &si).ok());
       ASSERT_TRUE(full.download(&cf, &sf).ok());
+      std::vector<float> mi, mm;
+      ASSERT_TRUE(inc.download_means(&mi).ok());
+      ASSERT_TRUE(means_only.download_means(&mm).ok());
       // Flattened keys for the emulated pooling of each valid block.
       Inputs flat;
       ASSERT_TRUE(ref::flatten_paged(pg, Options{}, &flat).ok());
@@ -586,6 +593,12 @@ TEST(Sm90Hisa, IncrementalPooledCacheEqualsFullRecompute) {
           ASSERT_EQ(bits(si[slot]), bits(ep.scale)) << "seq " << b << " blk " << t;
           for (int x = 0; x < pg.d; ++x)
             ASSERT_EQ(bits(ref::e4m3_to_float(ci[slot * pg.d + x])), bits(ep.value[x])) << "seq " << b << " blk " << t;
+          ref::EmulatedPool em;
+          ref::emulate_sm90_pool(flat, off + t * block, off + std::min<int64_t>((t + 1) * block, ctx[b]), false, &em);
+          for (int x = 0; x < pg.d; ++x) {
+            ASSERT_EQ(bits(mi[slot * pg.d + x]), bits(em.value[x])) << "mean, seq " << b << " blk " << t << " x " << x;
+            ASSERT_EQ(bits(mm[slot * pg.d + x]), bits(em.value[x])) << "means-only, seq " << b << " blk " << t;
+          }
         }
         off += ctx[b];
       }
@@ -594,6 +607,17 @@ TEST(Sm90Hisa, IncrementalPooledCacheEqualsFullRecompute) {
     pg.context_lens = {cap, 402, 258};
     ASSERT_TRUE(inc.update(pg).ok());
     EXPECT_EQ(inc.last_repooled(), 2);
+    // Each form hands out only what it keeps.
+    std::vector<uint8_t> c;
+    std::vector<float> sc, mq;
+    const Status st = means_only.download(&c, &sc);
+    ASSERT_FALSE(st.ok());
+    EXPECT_NE(st.message().find("kMeans"), std::string::npos) << st.message();
+    EXPECT_EQ(means_only.codes(), nullptr);
+    cuda::PagedPooledCache quantized;
+    ASSERT_TRUE(quantized.reset(pg.batch, pg.max_pages, block, pg.d).ok());
+    EXPECT_EQ(quantized.means(), nullptr);
+    EXPECT_FALSE(quantized.download_means(&mq).ok());
   }
 }
 

@@ -317,6 +317,9 @@ TEST(Sm90MisaDagger, Fp8_FlatK1Variants) {
       }
 }
 
+// Paged MISA / dagger on shuffled pages, sequences of 1 .. 1999 tokens, next_n 1..3; pooled routing
+// reads the decode pooled cache (PagedPooledCache, fp32 means) at Br = 256 and pools per call at
+// Br = 200.
 TEST(Sm90MisaPaged, Fp8_NextN1to3_ShuffledPages) {
   SKIP_WITHOUT_GPU();
   const std::vector<int32_t> ctx = {1, 64, 65, 700, 1999};
@@ -337,6 +340,13 @@ TEST(Sm90MisaPaged, Fp8_NextN1to3_ShuffledPages) {
                                    (base == ref::IndexBase::kAbsolute ? "_abs" : "_rel");
           check_paged(Path::kMisa, in, opt, "misa_" + what);
           if (h == 8) check_paged(Path::kMisaDagger, in, opt, "dagger_" + what);
+          if (h == 8 && routing == ref::Routing::kPooled) {
+            // Br = 256 routes on the decode pooled cache; Br = 200 (not a multiple of 64) pools
+            // the router blocks on every call.
+            Options per_call = opt;
+            per_call.misa_block = 200;
+            check_paged(Path::kMisa, in, per_call, "misa_br200_" + what);
+          }
         }
   }
 }
