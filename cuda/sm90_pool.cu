@@ -28,6 +28,27 @@ __device__ __forceinline__ float e4m3_decode(uint8_t code) {
   return static_cast<float>(v);
 }
 
+// The per-block re-quantization of SPEC 4.2, shared by both pooling kernels; every thread of the
+// CTA (kPoolThreads, thread x owning feature x < d) calls it with its feature's mean. scale =
+// max(amax / 448, 1e-10) over the block's |mean|, codes = e4m3 satfinite(mean / scale). A block
+// that could not be read gets code 0x7F (NaN) and a NaN scale: never a silent value.
+__device__ __forceinline__ void requantize_block(float mean, bool bad, int x, int d, float* red,
+                                                 uint8_t* codes, float* scale_out) {
+  float a = x < d ? fabsf(mean) : 0.0f;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
+  if ((x & 31) == 0) red[x / 32] = a;
+  __syncthreads();
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kPoolThreads / 32; ++i) amax = fmaxf(amax, red[i]);
+  const float scale = fmaxf(__fdiv_rn(amax, 448.0f), 1e-10f);
+  if (x < d)
+    codes[x] = bad ? static_cast<uint8_t>(0x7F)
+                   : static_cast<uint8_t>(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
+  if (x == 0 && scale_out) *scale_out = bad ? __int_as_float(0x7FC00000) : scale;
+}
+
 // One CTA per pooled block. The block's keys stream through shared memory in tiles of kPoolTile
 // (16-byte cp.async, kPoolStages deep); thread x owns feature x and adds the keys in ascending
 // order. A key that cannot be read (flat index out of range, bad page id) makes the block NaN.
@@ -107,22 +128,7 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const PoolParams p) 
                          : __fdiv_rn(__double2float_rn(acc), static_cast<float>(j1 - j0));
   if (tid < d && p.pooled_f32) p.pooled_f32[t * d + tid] = mean;
   if (!p.pooled_codes) return;
-  float a = tid < d ? fabsf(mean) : 0.0f;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
-  if ((tid & 31) == 0) red[tid / 32] = a;
-  __syncthreads();
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kPoolThreads / 32; ++i) amax = fmaxf(amax, red[i]);
-  const float scale = fmaxf(__fdiv_rn(amax, 448.0f), 1e-10f);
-  if (tid < d) {
-    // A block that could not be read gets code 0x7F (NaN) and a NaN scale: never a silent value.
-    p.pooled_codes[t * d + tid] =
-        bad ? static_cast<uint8_t>(0x7F)
-            : static_cast<uint8_t>(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
-  }
-  if (tid == 0 && p.pooled_scale) p.pooled_scale[t] = bad ? __int_as_float(0x7FC00000) : scale;
+  requantize_block(mean, bad, tid, d, red, p.pooled_codes + t * d, p.pooled_scale ? p.pooled_scale + t : nullptr);
 }
 
 // Incremental pooling of the decode cache (same arithmetic as launch_pool_fp8, emulated by
@@ -133,7 +139,7 @@ __global__ void __launch_bounds__(kPoolThreads) pool_kernel(const PoolParams p) 
 // be read marks the block bad (persisted), as the pooling kernel does: NaN codes, scale and means.
 // Outputs: fp32 means (MISA's router keys) and / or re-quantized codes + scales (HISA), each
 // written only when its pointer is non-null.
-constexpr int kIncThreads = 128;
+constexpr int kIncThreads = kPoolThreads;  // requantize_block reduces over kPoolThreads
 
 __global__ void __launch_bounds__(kIncThreads) pool_append_kernel(
     const uint8_t* cache, const int32_t* block_table, int64_t max_pages, int64_t num_pages,
@@ -171,19 +177,7 @@ __global__ void __launch_bounds__(kIncThreads) pool_append_kernel(
   if (means && x < d) means[slot * d + x] = mean;
   if (!codes) return;  // uniform over the CTA
   __shared__ float red[kIncThreads / 32];
-  float a = x < d ? fabsf(mean) : 0.0f;
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) a = fmaxf(a, __shfl_xor_sync(0xffffffffu, a, o));
-  if ((x & 31) == 0) red[x / 32] = a;
-  __syncthreads();
-  float amax = 0.0f;
-#pragma unroll
-  for (int i = 0; i < kIncThreads / 32; ++i) amax = fmaxf(amax, red[i]);
-  const float scale = fmaxf(__fdiv_rn(amax, 448.0f), 1e-10f);
-  if (x < d)
-    codes[slot * d + x] = bad_any ? static_cast<uint8_t>(0x7F)
-                                  : static_cast<uint8_t>(__nv_cvt_float_to_fp8(__fdiv_rn(mean, scale), __NV_SATFINITE, __NV_E4M3));
-  if (x == 0) scales[slot] = bad_any ? __int_as_float(0x7FC00000) : scale;
+  requantize_block(mean, bad_any != 0, x, d, red, codes + slot * d, scales + slot);
 }
 
 }  // namespace
