@@ -90,15 +90,19 @@ BENCHMARK(BM_CudaPrefillCausal)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.5);
 
+// tma = 1: the opt-in TMA decode kernel (INDEXLAB_DECODE=tma), timed beside the default one.
 void BM_CudaDecodePaged(benchmark::State& state) {
+  indexlab::cuda::ScopedEnv kernel("INDEXLAB_DECODE", state.range(1) != 0 ? "tma" : "default");
   std::unique_ptr<Workload> w;
   Status s = indexlab::cuda::make_decode_workload(64, 65536, 64, 128, 2048, 1, state.range(0) != 0, 7, &w);
   run_workload(state, s, w);
 }
 BENCHMARK(BM_CudaDecodePaged)
-    ->ArgNames({"logits_only"})
-    ->Arg(1)
-    ->Arg(0)
+    ->ArgNames({"logits_only", "tma"})
+    ->Args({1, 0})
+    ->Args({1, 1})
+    ->Args({0, 0})
+    ->Args({0, 1})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);

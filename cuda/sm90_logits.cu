@@ -1,4 +1,6 @@
 /// Hopper fp8 and bf16 MQA logits (prefill / ragged and paged decode) on wgmma, plus the wgmma probes.
+#include <cuda.h>  // CUtensorMap and its enums (the encoder is fetched from the driver at run time)
+#include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -667,6 +669,319 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
   return Status::Ok();
 }
 
+// ---- paged decode, TMA: a producer warp streams whole pages --------------------------------------
+//
+// Same arithmetic as logits_kernel at N = 64, NWG = 1 (the same wgmma chain per (key, query-head)
+// and the same epilogue order), so the logits are bit-identical; only the loads differ. One
+// thread of a producer warp loads each 64-key page with one TMA: the page's key rows as a
+// [64, RB] box, written 128-byte (d = 128) or 64-byte (d = 64) swizzled, which wgmma reads through
+// a swizzled descriptor, plus one bulk copy of the page's 64 scales, into a ring of kTmaStages
+// stages (full / empty mbarriers, the full one completing on the bytes). One math warpgroup
+// consumes the ring and never issues loads. fp8, next_n * h <= 64 only; opt-in with
+// INDEXLAB_DECODE=tma (use_tma_decode) until it has run on a card. Its prologue and epilogue are
+// logits_kernel's (N = 64, one warpgroup) written out again: once measured, it either replaces
+// that instantiation for fp8 decode (and the copies go) or is deleted.
+
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int c0, int c1, int c2,
+                                            uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+          smem_u32(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
+      : "memory");
+}
+__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_u32(dst)),
+               "l"(src), "r"(bytes), "r"(smem_u32(bar))
+               : "memory");
+}
+/// Descriptor of a K-major tile whose rows of rb bytes were written by TMA with the rb-byte swizzle
+/// (rb = 128: layout type 1, 128B; rb = 64: type 2, 64B); 8-row groups are 8 rb bytes apart (SBO);
+/// LBO is unused for these layouts. The tile must start on a 1024-byte boundary; a k-step of 32
+/// bytes adds 32 to the start address (the hardware applies the swizzle to the address bits).
+__device__ __forceinline__ uint64_t make_desc_swizzled(uint32_t smem_addr, int rb) {
+  uint64_t d = static_cast<uint64_t>((smem_addr >> 4) & 0x3FFF);
+  d |= static_cast<uint64_t>(1) << 16;
+  d |= static_cast<uint64_t>(((8 * rb) >> 4) & 0x3FFF) << 32;
+  d |= static_cast<uint64_t>(rb == 128 ? 1 : 2) << 62;
+  return d;
+}
+
+// An mbarrier wait that gives up: a phase that has not completed after ~2^34 cycles (seconds) means
+// a lost arrival or byte count, and the kernel traps with a message instead of hanging the process.
+__device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity, const char* which) {
+  const long long t0 = clock64();
+  uint32_t done = 0;
+  for (;;) {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (clock64() - t0 > (1ll << 34)) {
+      printf("paged_tma_kernel: %s barrier never completed (block %d, %d)\n", which, blockIdx.x, blockIdx.y);
+      __trap();
+    }
+  }
+}
+
+constexpr int kTmaStages = 6;
+constexpr int kTmaThreads = 128 + 32;  // one math warpgroup + one producer warp
+constexpr int kTmaRows = 8;            // rows of a CTA: 64 / h with h >= 8
+
+template <int RB>
+struct TmaSmem {
+  static constexpr int kKBytes = kBlockKeys * RB;  // 8 KB (d = 128) or 4 KB: 1024-byte multiples
+  static constexpr int kOffK = 0;
+  static constexpr int kOffS = kOffK + kTmaStages * kKBytes;
+  static constexpr int kOffQ = kOffS + kTmaStages * kBlockKeys * 4;
+  static constexpr int kOffW = kOffQ + 64 * RB;
+  static constexpr int kOffBar = kOffW + 64 * 4;  // full[S], empty[S]
+  static constexpr int kOffBad = kOffBar + 2 * kTmaStages * 8;
+  static constexpr int kOffRows = kOffBad + kTmaStages * 4;
+  static constexpr int kOffPid = kOffRows + 2 * kTmaRows * 4;
+  static constexpr int kUsed = kOffPid + kMaxPagedBlocksPerCta * 4;
+  static constexpr int kTotal = kUsed + 1024;  // the base is rounded up to 1024 bytes in the kernel
+};
+
+template <int D>
+__global__ void __launch_bounds__(kTmaThreads, 1)
+    paged_tma_kernel(const LogitsKernelParams p, const __grid_constant__ CUtensorMap tmap) {
+  constexpr int RB = D;  // e4m3: one byte an element
+  constexpr int N = 64;
+  constexpr int S = kTmaStages;
+  using L = TmaSmem<RB>;
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  uint8_t* k_s = smem + L::kOffK;
+  float* sc_s = reinterpret_cast<float*>(smem + L::kOffS);
+  uint8_t* q_s = smem + L::kOffQ;
+  float* w_s = reinterpret_cast<float*>(smem + L::kOffW);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kOffBar);
+  uint64_t* empty = full + S;
+  int32_t* bad_s = reinterpret_cast<int32_t*>(smem + L::kOffBad);
+  int32_t* row_lo = reinterpret_cast<int32_t*>(smem + L::kOffRows);
+  int32_t* row_hi = row_lo + kTmaRows;
+  int32_t* pid_s = reinterpret_cast<int32_t*>(smem + L::kOffPid);
+
+  const int tid = threadIdx.x;
+  const int h = p.h;
+  const int rows = N / h;  // queries of this CTA (qpw of logits_kernel)
+  const int64_t seq = blockIdx.x / p.groups_per_seq;
+  const int64_t g = blockIdx.x % p.groups_per_seq;
+  const int64_t row0 = seq * p.next_n + g * rows;
+  const int64_t rows_valid = min64(rows, p.next_n - g * rows);
+  int32_t ctx = p.context_lens[seq];
+  ctx = max(0, static_cast<int32_t>(min64(ctx, p.ncols)));
+  for (int r = tid; r < rows; r += kTmaThreads) {
+    int32_t hi = 0;
+    if (r < rows_valid) {
+      const int64_t rr = g * rows + r;  // position of the row in its sequence
+      const int64_t b = static_cast<int64_t>(ctx) - p.next_n + rr + 1;
+      hi = static_cast<int32_t>(max64(0, min64(b, ctx)));
+    }
+    row_lo[r] = 0;
+    row_hi[r] = hi;
+  }
+  for (int c = tid; c < N * (RB / 16); c += kTmaThreads) {
+    int n, kc;
+    tile_chunk(c, RB, &n, &kc);
+    const int r = n / h;
+    const bool ok = r < rows_valid;
+    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
+    cp_async_16(q_s + core_offset(n, kc, RB), src, ok ? 16 : 0);
+  }
+  for (int c = tid; c < N; c += kTmaThreads) {
+    const int r = c / h;
+    w_s[c] = r < rows_valid ? p.w[(row0 + r) * h + (c % h)] : 0.0f;
+  }
+  {
+    const int64_t first = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+    const int64_t cnt = min64(p.blocks_per_cta, p.n_blocks - first);
+    for (int64_t i = tid; i < cnt; i += kTmaThreads) pid_s[i] = p.block_table[seq * p.max_pages + first + i];
+  }
+  if (tid == 0) {
+    for (int st = 0; st < S; ++st) {
+      mbar_init(&full[st], 1);   // the producer's arrive (with the page's bytes as its tx count)
+      mbar_init(&empty[st], 4);  // lane 0 of every math warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  int32_t umin = INT32_MAX, umax = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (row_hi[r] > row_lo[r]) {
+      umin = min(umin, row_lo[r]);
+      umax = max(umax, row_hi[r]);
+    }
+  }
+  const int64_t c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+  const int64_t c_hi = min64(c_lo + p.blocks_per_cta, p.n_blocks);
+  int64_t blo = c_lo, bhi = c_lo;
+  if (umax > umin) {
+    blo = max64(c_lo, umin / kBlockKeys);
+    bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
+    if (bhi < blo) bhi = blo;
+  }
+  {
+    const int64_t col_a = c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
+    const int64_t act_a = blo * kBlockKeys, act_b = bhi * kBlockKeys;
+    const int64_t width = col_b - col_a;
+    for (int r = 0; r < rows_valid; ++r) {
+      float* out = p.logits + (row0 + r) * p.ld;
+      for (int64_t t = tid; t < width; t += kTmaThreads) {
+        const int64_t j = col_a + t;
+        if (j < act_a || j >= act_b) out[j] = -INFINITY;
+      }
+    }
+  }
+  const int64_t nblk = bhi - blo;
+
+  if (tid >= 128) {  // producer warp: one thread issues every page's two copies
+    if (tid == 128) {
+      for (int64_t it = 0; it < nblk; ++it) {
+        const int stage = static_cast<int>(it % S);
+        if (it >= S) mbar_wait_or_trap(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1), "empty");
+        const int32_t pid = pid_s[blo + it - c_lo];
+        const bool ok = pid >= 0 && pid < p.num_pages;
+        bad_s[stage] = ok ? 0 : 1;  // released to the math warps by the arrive below
+        if (ok) {
+          mbar_arrive_expect_tx(&full[stage], static_cast<uint32_t>(L::kKBytes + kBlockKeys * 4));
+          tma_load_3d(k_s + stage * L::kKBytes, &tmap, 0, 0, pid, &full[stage]);
+          bulk_load(sc_s + stage * kBlockKeys, p.cache + static_cast<int64_t>(pid) * p.page_bytes + kBlockKeys * RB,
+                    kBlockKeys * 4, &full[stage]);
+        } else {
+          mbar_arrive(&full[stage]);  // nothing to read: the block's logits are NaN
+        }
+      }
+    }
+    return;
+  }
+
+  const int warp = tid / 32;
+  const int lane = tid % 32;
+  const int quad = lane & 3;
+  const int hb = h / 8;
+  const uint32_t q_addr = smem_u32(q_s);
+  float acc[N / 2];
+  float u0[N / 8], u1[N / 8];
+  const int r0 = warp * 16 + (lane >> 2);
+  for (int64_t it = 0; it < nblk; ++it) {
+    const int stage = static_cast<int>(it % S);
+    mbar_wait_or_trap(&full[stage], static_cast<uint32_t>((it / S) & 1), "full");
+    const uint32_t k_addr = smem_u32(k_s + stage * L::kKBytes);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < RB / 32; ++s) {  // k-steps of 32 bytes
+      const uint64_t da = make_desc_swizzled(k_addr + s * 32, RB);
+      const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * RB);
+      wgmma_step<Elem::kE4m3, N>(acc, da, db, s > 0 ? 1 : 0);
+    }
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_acc(acc);
+    const bool bad_page = bad_s[stage] != 0;
+    const float s0 = sc_s[stage * kBlockKeys + r0], s1 = sc_s[stage * kBlockKeys + r0 + 8];
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[stage]);
+
+    const int64_t b = blo + it;
+    const int64_t j0 = b * kBlockKeys + r0, j1 = j0 + 8;
+#pragma unroll
+    for (int j8 = 0; j8 < N / 8; ++j8) {
+      const float2 wv = *reinterpret_cast<const float2*>(&w_s[j8 * 8 + quad * 2]);
+      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
+      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
+    }
+#pragma unroll
+    for (int st = 1; st < N / 8; st *= 2) {
+      if (st < hb) {
+#pragma unroll
+        for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
+          u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
+          u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j8 = 0; j8 < N / 8; ++j8) {
+      if ((j8 & (hb - 1)) == 0) {
+        float p0 = u0[j8], p1 = u1[j8];
+        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
+        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
+        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
+        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+        const int ql = j8 / hb;
+        if ((ql & 3) == quad && ql < rows_valid) {
+          const int32_t lo = row_lo[ql], hi = row_hi[ql];
+          float* out = p.logits + (row0 + ql) * p.ld;
+          if (j0 < p.ncols) {
+            out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f)) : -INFINITY;
+          }
+          if (j1 < p.ncols) {
+            out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f)) : -INFINITY;
+          }
+        }
+      }
+    }
+  }
+}
+
+// INDEXLAB_DECODE=tma selects paged_tma_kernel where it applies (fp8, next_n * h <= 64, a 16-byte
+// aligned cache); read at every launch so a test can switch it.
+bool use_tma_decode() {
+  const char* e = std::getenv("INDEXLAB_DECODE");
+  return e != nullptr && std::strcmp(e, "tma") == 0;
+}
+
+/// The tensor map of a paged fp8 cache's key rows: [num_pages, 64, d] bytes with page stride
+/// page_bytes, boxes of one page, swizzled as make_desc_swizzled expects.
+Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t page_bytes, CUtensorMap* map) {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  if (!encode) return error("cuTensorMapEncodeTiled is not available from the driver");
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(d), 64, static_cast<cuuint64_t>(num_pages)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(d), static_cast<cuuint64_t>(page_bytes)};
+  const cuuint32_t box[3] = {static_cast<cuuint32_t>(d), 64, 1};
+  const cuuint32_t elem[3] = {1, 1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<uint8_t*>(cache), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            d == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return error("cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ")");
+  return Status::Ok();
+}
+
+template <int D>
+Status launch_paged_tma(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+  using L = TmaSmem<D>;
+  static_assert(L::kTotal <= kMaxSmem, "paged TMA kernel shared memory");
+  alignas(64) CUtensorMap map;
+  INDEXLAB_RETURN_IF_ERROR(encode_page_map(kp.cache, kp.num_pages, D, kp.page_bytes, &map));
+  auto kernel = paged_tma_kernel<D>;
+  INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
+  kernel<<<grid, kTmaThreads, L::kTotal, stream>>>(kp, map);
+  INDEXLAB_CUDA_CHECK(cudaGetLastError());
+  return Status::Ok();
+}
+
 // Prefill logits run on logits_ws_kernel (the default since it passed the GPU tests and the
 // sanitizers on an H200; 1.25-1.35x logits_kernel). INDEXLAB_LOGITS=v1 selects logits_kernel, the
 // same bits on another schedule, kept for differential tests and side-by-side benchmarks. Read at
@@ -885,6 +1200,10 @@ Status launch_paged_logits_impl(const P& p, const char* what) {
   if (chunks > 65535) return error("max_pages = ", p.max_pages, " is too large");
   dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
+  if constexpr (E == Elem::kE4m3) {
+    if (n == 64 && use_tma_decode() && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
+      return p.d == 64 ? launch_paged_tma<64>(kp, grid, st) : launch_paged_tma<128>(kp, grid, st);
+  }
   if (n == 64) return launch_logits_d<E, 64, 1>(kp, p.d, grid, st);
   if (n == 128) return launch_logits_d<E, 128, 1>(kp, p.d, grid, st);
   if (nwg == 1) return launch_logits_d<E, 256, 1>(kp, p.d, grid, st);
