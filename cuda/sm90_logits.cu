@@ -126,6 +126,180 @@ constexpr int pick_stages() {
 template <Elem E, int N, int NWG, int D>
 using LogitsSmem = LogitsSmemS<D * kElemBytes<E>, N, NWG, pick_stages<D * kElemBytes<E>, N, NWG>()>;
 
+// ---- Pieces shared by the logits kernels (logits_kernel, logits_ws_kernel, paged_tma_kernel) ----
+
+/// The query rows of a CTA: row0 (the global row of local row 0), rows_valid (local rows that
+/// exist) and, for paged decode, its sequence and context length (clamped to the columns).
+/// Prefill takes the biggest (last) tiles first, for causal balance.
+struct CtaRows {
+  int64_t row0, rows_valid, seq;
+  int32_t ctx;
+};
+__device__ __forceinline__ CtaRows cta_rows(const LogitsKernelParams& p, int rows, bool paged) {
+  CtaRows c{0, 0, 0, 0};
+  if (!paged) {
+    const int64_t tile = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
+    c.row0 = tile * rows;
+    c.rows_valid = min64(rows, p.nq - c.row0);
+  } else {
+    c.seq = blockIdx.x / p.groups_per_seq;
+    const int64_t g = blockIdx.x % p.groups_per_seq;
+    c.row0 = c.seq * p.next_n + g * rows;
+    c.rows_valid = min64(rows, p.next_n - g * rows);
+    c.ctx = p.context_lens[c.seq];
+    c.ctx = max(0, static_cast<int32_t>(min64(c.ctx, p.ncols)));
+  }
+  return c;
+}
+
+/// The visible key range [lo, hi) of every local row (empty past rows_valid): prefill ks / ke
+/// clamped to [0, nk); paged positions [0, ctx - next_n + position + 1).
+template <int kThreads>
+__device__ __forceinline__ void fill_row_ranges(const LogitsKernelParams& p, const CtaRows& c, int rows, bool paged,
+                                                int tid, int32_t* row_lo, int32_t* row_hi) {
+  for (int r = tid; r < rows; r += kThreads) {
+    int32_t lo = 0, hi = 0;
+    if (r < c.rows_valid) {
+      if (!paged) {
+        int64_t a = p.ks[c.row0 + r], b = p.ke[c.row0 + r];
+        a = max64(0, min64(a, p.nk));
+        b = max64(a, min64(b, p.nk));
+        lo = static_cast<int32_t>(a);
+        hi = static_cast<int32_t>(b);
+      } else {
+        const int64_t rr = (c.row0 - c.seq * p.next_n) + r;  // position of the row in its sequence
+        int64_t b = static_cast<int64_t>(c.ctx) - p.next_n + rr + 1;
+        hi = static_cast<int32_t>(max64(0, min64(b, c.ctx)));
+      }
+    }
+    row_lo[r] = lo;
+    row_hi[r] = hi;
+  }
+}
+
+/// Q tiles of NWG groups of N (query, head) columns in the K-major core-matrix layout, and their
+/// weights; rows past the end are zero. The caller commits and waits for the copies.
+template <int RB, int N, int NWG, int kThreads>
+__device__ __forceinline__ void load_q_and_w(const LogitsKernelParams& p, int h, const CtaRows& c, int tid,
+                                             uint8_t* q_s, float* w_s) {
+  const int qpw = N / h;
+  constexpr int kQChunks = NWG * N * (RB / 16);
+  for (int t = tid; t < kQChunks; t += kThreads) {
+    const int g = t / (N * (RB / 16));
+    const int cc = t % (N * (RB / 16));
+    int n, kc;
+    tile_chunk(cc, RB, &n, &kc);
+    const int r = g * qpw + n / h;
+    const bool ok = r < c.rows_valid;
+    const uint8_t* src = ok ? p.q + ((c.row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
+    cp_async_16(q_s + g * N * RB + core_offset(n, kc, RB), src, ok ? 16 : 0);
+  }
+  for (int t = tid; t < NWG * N; t += kThreads) {
+    const int g = t / N, n = t % N;
+    const int r = g * qpw + n / h;
+    w_s[t] = r < c.rows_valid ? p.w[(c.row0 + r) * h + (n % h)] : 0.0f;
+  }
+}
+
+/// The physical page of every block of this CTA's chunk of a paged cache.
+template <int kThreads>
+__device__ __forceinline__ void load_page_ids(const LogitsKernelParams& p, int64_t seq, int tid, int32_t* pid_s) {
+  const int64_t first = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+  const int64_t cnt = min64(p.blocks_per_cta, p.n_blocks - first);
+  for (int64_t i = tid; i < cnt; i += kThreads) pid_s[i] = p.block_table[seq * p.max_pages + first + i];
+}
+
+/// The active key blocks [blo, bhi) of a CTA: its chunk of blocks (from c_lo, blockIdx.y)
+/// intersected with the union of its rows' ranges; writes -inf into the chunk's columns outside
+/// them. Needs row_lo / row_hi visible to every thread.
+struct ActiveBlocks {
+  int64_t c_lo, blo, bhi;
+};
+template <int kThreads>
+__device__ __forceinline__ ActiveBlocks active_blocks(const LogitsKernelParams& p, const CtaRows& c, int rows,
+                                                      const int32_t* row_lo, const int32_t* row_hi, int tid) {
+  int32_t umin = INT32_MAX, umax = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (row_hi[r] > row_lo[r]) {
+      umin = min(umin, row_lo[r]);
+      umax = max(umax, row_hi[r]);
+    }
+  }
+  ActiveBlocks a;
+  a.c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
+  const int64_t c_hi = min64(a.c_lo + p.blocks_per_cta, p.n_blocks);
+  a.blo = a.c_lo;
+  a.bhi = a.c_lo;
+  if (umax > umin) {
+    a.blo = max64(a.c_lo, umin / kBlockKeys);
+    a.bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
+    if (a.bhi < a.blo) a.bhi = a.blo;
+  }
+  const int64_t col_a = a.c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
+  const int64_t act_a = a.blo * kBlockKeys, act_b = a.bhi * kBlockKeys;
+  const int64_t width = col_b - col_a;
+  for (int r = 0; r < c.rows_valid; ++r) {
+    float* out = p.logits + (c.row0 + r) * p.ld;
+    for (int64_t t = tid; t < width; t += kThreads) {
+      const int64_t j = col_a + t;
+      if (j < act_a || j >= act_b) out[j] = -INFINITY;
+    }
+  }
+  return a;
+}
+
+/// The epilogue of one 64-key block for one warpgroup's N (query, head) columns, in the order at
+/// the top of this file: relu, weights (load_w(j8): the float2 of this lane's pair in group j8),
+/// the pairwise tree over each query's hb = h / 8 groups, the quad shuffles, the key scale, the
+/// row's mask. Lane (warp, lane) owns keys j0 and j0 + 8; q_first: the warpgroup's first local
+/// row; bad_page: the block's page could not be read (NaN logits).
+template <int N, typename LoadW>
+__device__ __forceinline__ void store_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, int q_first,
+                                                   const LogitsKernelParams& p, const CtaRows& c,
+                                                   const int32_t* row_lo, const int32_t* row_hi, int64_t j0,
+                                                   float s0, float s1, bool bad_page, int quad) {
+  const int64_t j1 = j0 + 8;
+  float u0[N / 8], u1[N / 8];
+#pragma unroll
+  for (int j8 = 0; j8 < N / 8; ++j8) {
+    const float2 wv = load_w(j8);
+    u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
+    u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
+  }
+  // Pairwise tree inside each query's group of hb entries (hb is a power of two).
+#pragma unroll
+  for (int st = 1; st < N / 8; st *= 2) {
+    if (st < hb) {
+#pragma unroll
+      for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
+        u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
+        u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
+      }
+    }
+  }
+#pragma unroll
+  for (int j8 = 0; j8 < N / 8; ++j8) {
+    if ((j8 & (hb - 1)) == 0) {
+      float p0 = u0[j8], p1 = u1[j8];
+      p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
+      p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
+      p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
+      p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+      const int ql = q_first + j8 / hb;
+      if ((ql & 3) == quad && ql < c.rows_valid) {
+        const int32_t lo = row_lo[ql], hi = row_hi[ql];
+        float* out = p.logits + (c.row0 + ql) * p.ld;
+        if (j0 < p.ncols) {
+          out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f)) : -INFINITY;
+        }
+        if (j1 < p.ncols) {
+          out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f)) : -INFINITY;
+        }
+      }
+    }
+  }
+}
+
 // HT: heads known at compile time (0: read p.h at run time); the prefill instantiations fix it so
 // the epilogue's per-query grouping and tree are unrolled without run-time branches.
 template <Elem E, int N, int NWG, int D, int HT>
@@ -148,98 +322,17 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
   const int h = HT ? HT : p.h;
   const int qpw = N / h;          // queries per warpgroup
   const int rows = NWG * qpw;     // queries per CTA
-  // Which query rows this CTA owns. Prefill: the biggest (last) tiles first, for causal balance.
-  int64_t row0;       // global row of local row 0
-  int64_t rows_valid; // local rows that exist
-  int64_t seq = 0;
-  int32_t ctx = 0;
-  if (!p.paged) {
-    const int64_t tile = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;
-    row0 = tile * rows;
-    rows_valid = min64(rows, p.nq - row0);
-  } else {
-    seq = blockIdx.x / p.groups_per_seq;
-    const int64_t g = blockIdx.x % p.groups_per_seq;
-    row0 = seq * p.next_n + g * rows;
-    rows_valid = min64(rows, p.next_n - g * rows);
-    ctx = p.context_lens[seq];
-    ctx = max(0, static_cast<int32_t>(min64(ctx, p.ncols)));
-  }
-  for (int r = tid; r < rows; r += kThreads) {
-    int32_t lo = 0, hi = 0;
-    if (r < rows_valid) {
-      if (!p.paged) {
-        int64_t a = p.ks[row0 + r], b = p.ke[row0 + r];
-        a = max64(0, min64(a, p.nk));
-        b = max64(a, min64(b, p.nk));
-        lo = static_cast<int32_t>(a);
-        hi = static_cast<int32_t>(b);
-      } else {
-        const int64_t rr = (row0 - seq * p.next_n) + r;  // position of the row in its sequence
-        int64_t b = static_cast<int64_t>(ctx) - p.next_n + rr + 1;
-        hi = static_cast<int32_t>(max64(0, min64(b, ctx)));
-      }
-    }
-    row_lo[r] = lo;
-    row_hi[r] = hi;
-  }
-  // Q tiles (K-major core-matrix layout) and weights; rows past the end are zero.
-  constexpr int kQChunks = NWG * N * (RB / 16);
-  for (int c = tid; c < kQChunks; c += kThreads) {
-    const int g = c / (N * (RB / 16));
-    const int cc = c % (N * (RB / 16));
-    int n, kc;
-    tile_chunk(cc, RB, &n, &kc);
-    const int r = g * qpw + n / h;
-    const bool ok = r < rows_valid;
-    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
-    cp_async_16(q_s + g * N * RB + core_offset(n, kc, RB), src, ok ? 16 : 0);
-  }
-  for (int c = tid; c < NWG * N; c += kThreads) {
-    const int g = c / N, n = c % N;
-    const int r = g * qpw + n / h;
-    w_s[c] = r < rows_valid ? p.w[(row0 + r) * h + (n % h)] : 0.0f;
-  }
-  if (p.paged) {  // physical page of every block of this CTA's chunk
-    const int64_t first = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
-    const int64_t cnt = min64(p.blocks_per_cta, p.n_blocks - first);
-    for (int64_t i = tid; i < cnt; i += kThreads) pid_s[i] = p.block_table[seq * p.max_pages + first + i];
-  }
+  const CtaRows cr = cta_rows(p, rows, p.paged);
+  fill_row_ranges<kThreads>(p, cr, rows, p.paged, tid, row_lo, row_hi);
+  load_q_and_w<RB, N, NWG, kThreads>(p, h, cr, tid, q_s, w_s);
+  if (p.paged) load_page_ids<kThreads>(p, cr.seq, tid, pid_s);
   cp_async_commit();
   cp_async_wait<0>();  // each warpgroup reads Q chunks that other warpgroups' threads loaded
   fence_proxy_async();
   __syncthreads();
-
-  // Active key blocks of this CTA: its chunk intersected with the union of the rows' ranges.
-  int32_t umin = INT32_MAX, umax = 0;
-  for (int r = 0; r < rows; ++r) {
-    if (row_hi[r] > row_lo[r]) {
-      umin = min(umin, row_lo[r]);
-      umax = max(umax, row_hi[r]);
-    }
-  }
-  const int64_t c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
-  const int64_t c_hi = min64(c_lo + p.blocks_per_cta, p.n_blocks);
-  int64_t blo = c_lo, bhi = c_lo;
-  if (umax > umin) {
-    blo = max64(c_lo, umin / kBlockKeys);
-    bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
-    if (bhi < blo) bhi = blo;
-  }
-  // -inf for the chunk's columns outside the active blocks.
-  {
-    const int64_t col_a = c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
-    const int64_t act_a = blo * kBlockKeys, act_b = bhi * kBlockKeys;
-    const int64_t width = col_b - col_a;
-    for (int r = 0; r < rows_valid; ++r) {
-      float* out = p.logits + (row0 + r) * p.ld;
-      for (int64_t t = tid; t < width; t += kThreads) {
-        const int64_t j = col_a + t;
-        if (j < act_a || j >= act_b) out[j] = -INFINITY;
-      }
-    }
-  }
-  const int64_t nblk = bhi - blo;
+  const ActiveBlocks ab = active_blocks<kThreads>(p, cr, rows, row_lo, row_hi, tid);
+  const int64_t c_lo = ab.c_lo, blo = ab.blo;
+  const int64_t nblk = ab.bhi - ab.blo;
 
   // Each warpgroup runs its own load -> wgmma -> epilogue pipeline over all active blocks (for
   // its own queries), synchronized only by a named barrier of its 128 threads, so one
@@ -293,7 +386,6 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
 
   const uint32_t q_addr = smem_u32(q_s + wg * N * RB);
   float acc[N / 2];
-  float u0[N / 8], u1[N / 8];
 
   for (int64_t it = 0; it < nblk; ++it) {
     const int stage = static_cast<int>(it % kStages);
@@ -320,48 +412,11 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
     const int64_t b = blo + it;
     const bool bad_page = p.paged && bad_wg[stage] != 0;
     const int r0 = warp * 16 + (lane >> 2);
-    const int64_t j0 = b * kBlockKeys + r0, j1 = j0 + 8;
     const float s0 = sc_wg[stage * kBlockKeys + r0], s1 = sc_wg[stage * kBlockKeys + r0 + 8];
-#pragma unroll
-    for (int j8 = 0; j8 < N / 8; ++j8) {
-      const float2 wv = *reinterpret_cast<const float2*>(&w_s[wg * N + j8 * 8 + quad * 2]);
-      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
-      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
-    }
-    // Pairwise tree inside each query's group of hb entries (hb is a power of two).
-#pragma unroll
-    for (int st = 1; st < N / 8; st *= 2) {
-      if (st < hb) {
-#pragma unroll
-        for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
-          u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
-          u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
-        }
-      }
-    }
-#pragma unroll
-    for (int j8 = 0; j8 < N / 8; ++j8) {
-      if ((j8 & (hb - 1)) == 0) {
-        float p0 = u0[j8], p1 = u1[j8];
-        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
-        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
-        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
-        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
-        const int ql = wg * qpw + j8 / hb;
-        if ((ql & 3) == quad && ql < rows_valid) {
-          const int32_t lo = row_lo[ql], hi = row_hi[ql];
-          float* out = p.logits + (row0 + ql) * p.ld;
-          if (j0 < p.ncols) {
-            out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f))
-                                            : -INFINITY;
-          }
-          if (j1 < p.ncols) {
-            out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f))
-                                            : -INFINITY;
-          }
-        }
-      }
-    }
+    const float* w_wg = w_s + wg * N + quad * 2;
+    store_block_logits<N>(
+        acc, [&](int j8) { return *reinterpret_cast<const float2*>(w_wg + j8 * 8); }, hb, wg * qpw, p, cr, row_lo,
+        row_hi, b * kBlockKeys + r0, s0, s1, bad_page, quad);
   }
   cp_async_wait<0>();
 }
@@ -406,16 +461,19 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
 }
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+__device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) {
   uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_u32(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
+  asm volatile(
+      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+      " selp.u32 %0, 1, 0, p;\n}\n"
+      : "=r"(done)
+      : "r"(smem_u32(bar)), "r"(parity)
+      : "memory");
+  return done != 0;
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  while (!mbar_try_wait(bar, parity)) {
+  }
 }
 
 constexpr int kWsMathWarpgroups = 4;
@@ -482,37 +540,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   const int h = HT ? HT : p.h;
   const int qpw = N / h;
   const int rows = NWG * qpw;
-  const int64_t tile = static_cast<int64_t>(gridDim.x) - 1 - blockIdx.x;  // biggest tiles first
-  const int64_t row0 = tile * rows;
-  const int64_t rows_valid = min64(rows, p.nq - row0);
-  for (int r = tid; r < rows; r += kWsThreads) {
-    int32_t lo = 0, hi = 0;
-    if (r < rows_valid) {
-      int64_t a = p.ks[row0 + r], b = p.ke[row0 + r];
-      a = max64(0, min64(a, p.nk));
-      b = max64(a, min64(b, p.nk));
-      lo = static_cast<int32_t>(a);
-      hi = static_cast<int32_t>(b);
-    }
-    row_lo[r] = lo;
-    row_hi[r] = hi;
-  }
-  constexpr int kQChunks = NWG * N * (RB / 16);
-  for (int c = tid; c < kQChunks; c += kWsThreads) {
-    const int g = c / (N * (RB / 16));
-    const int cc = c % (N * (RB / 16));
-    int n, kc;
-    tile_chunk(cc, RB, &n, &kc);
-    const int r = g * qpw + n / h;
-    const bool ok = r < rows_valid;
-    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
-    cp_async_16(q_s + g * N * RB + core_offset(n, kc, RB), src, ok ? 16 : 0);
-  }
-  for (int c = tid; c < NWG * N; c += kWsThreads) {
-    const int g = c / N, n = c % N;
-    const int r = g * qpw + n / h;
-    w_s[c] = r < rows_valid ? p.w[(row0 + r) * h + (n % h)] : 0.0f;
-  }
+  const CtaRows cr = cta_rows(p, rows, false);
+  fill_row_ranges<kWsThreads>(p, cr, rows, false, tid, row_lo, row_hi);
+  load_q_and_w<RB, N, NWG, kWsThreads>(p, h, cr, tid, q_s, w_s);
   if (tid == 0) {
     for (int s = 0; s < S; ++s) {
       mbar_init(&full[s], 128);        // every producer thread arrives once its copies landed
@@ -524,34 +554,9 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   fence_proxy_async();
   __syncthreads();
 
-  int32_t umin = INT32_MAX, umax = 0;
-  for (int r = 0; r < rows; ++r) {
-    if (row_hi[r] > row_lo[r]) {
-      umin = min(umin, row_lo[r]);
-      umax = max(umax, row_hi[r]);
-    }
-  }
-  const int64_t c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
-  const int64_t c_hi = min64(c_lo + p.blocks_per_cta, p.n_blocks);
-  int64_t blo = c_lo, bhi = c_lo;
-  if (umax > umin) {
-    blo = max64(c_lo, umin / kBlockKeys);
-    bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
-    if (bhi < blo) bhi = blo;
-  }
-  {
-    const int64_t col_a = c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
-    const int64_t act_a = blo * kBlockKeys, act_b = bhi * kBlockKeys;
-    const int64_t width = col_b - col_a;
-    for (int r = 0; r < rows_valid; ++r) {
-      float* out = p.logits + (row0 + r) * p.ld;
-      for (int64_t t = tid; t < width; t += kWsThreads) {
-        const int64_t j = col_a + t;
-        if (j < act_a || j >= act_b) out[j] = -INFINITY;
-      }
-    }
-  }
-  const int64_t nblk = bhi - blo;
+  const ActiveBlocks ab = active_blocks<kWsThreads>(p, cr, rows, row_lo, row_hi, tid);
+  const int64_t blo = ab.blo;
+  const int64_t nblk = ab.bhi - ab.blo;
   const int lane = tid % 32;
 
   if (tid >= NWG * 128) {  // producer warpgroup: its 128 threads stream the keys
@@ -597,7 +602,6 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   const int hb = h / 8;
   const uint32_t q_addr = smem_u32(q_s + wg * N * RB);
   float acc[N / 2];
-  float u0[N / 8], u1[N / 8];
   const int r0 = warp * 16 + (lane >> 2);
   const uint32_t w_wg = smem_u32(w_s + wg * N + quad * 2);
 
@@ -619,41 +623,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[stage]);
 
-    const int64_t b = blo + it;
-    const int64_t j0 = b * kBlockKeys + r0, j1 = j0 + 8;
-#pragma unroll
-    for (int j8 = 0; j8 < N / 8; ++j8) {
-      const float2 wv = ld_shared_f2(w_wg + j8 * 32);  // 8 floats a step; re-read each block
-      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
-      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
-    }
-#pragma unroll
-    for (int st = 1; st < N / 8; st *= 2) {
-      if (st < hb) {
-#pragma unroll
-        for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
-          u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
-          u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
-        }
-      }
-    }
-#pragma unroll
-    for (int j8 = 0; j8 < N / 8; ++j8) {
-      if ((j8 & (hb - 1)) == 0) {
-        float p0 = u0[j8], p1 = u1[j8];
-        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
-        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
-        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
-        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
-        const int ql = wg * qpw + j8 / hb;
-        if ((ql & 3) == quad && ql < rows_valid) {
-          const int32_t lo = row_lo[ql], hi = row_hi[ql];
-          float* out = p.logits + (row0 + ql) * p.ld;
-          if (j0 < p.ncols) out[j0] = (j0 >= lo && j0 < hi) ? __fadd_rn(__fmul_rn(p0, s0), 0.0f) : -INFINITY;
-          if (j1 < p.ncols) out[j1] = (j1 >= lo && j1 < hi) ? __fadd_rn(__fmul_rn(p1, s1), 0.0f) : -INFINITY;
-        }
-      }
-    }
+    // w is re-read from shared memory each block (8 floats a step): held in registers it spills.
+    store_block_logits<N>(
+        acc, [&](int j8) { return ld_shared_f2(w_wg + j8 * 32); }, hb, wg * qpw, p, cr, row_lo, row_hi,
+        (blo + it) * kBlockKeys + r0, s0, s1, false, quad);
   }
 }
 
@@ -679,8 +652,7 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
 // stages (full / empty mbarriers, the full one completing on the bytes). One math warpgroup
 // consumes the ring and never issues loads. fp8, next_n * h <= 64 only; opt-in with
 // INDEXLAB_DECODE=tma (use_tma_decode) until it has run on a card. Its prologue and epilogue are
-// logits_kernel's (N = 64, one warpgroup) written out again: once measured, it either replaces
-// that instantiation for fp8 decode (and the copies go) or is deleted.
+// the shared pieces above, as in logits_kernel.
 
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
@@ -716,15 +688,7 @@ __device__ __forceinline__ uint64_t make_desc_swizzled(uint32_t smem_addr, int r
 // a lost arrival or byte count, and the kernel traps with a message instead of hanging the process.
 __device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity, const char* which) {
   const long long t0 = clock64();
-  uint32_t done = 0;
-  for (;;) {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_u32(bar)), "r"(parity)
-        : "memory");
-    if (done) return;
+  while (!mbar_try_wait(bar, parity)) {
     if (clock64() - t0 > (1ll << 34)) {
       printf("paged_tma_kernel: %s barrier never completed (block %d, %d)\n", which, blockIdx.x, blockIdx.y);
       __trap();
@@ -774,39 +738,10 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int tid = threadIdx.x;
   const int h = p.h;
   const int rows = N / h;  // queries of this CTA (qpw of logits_kernel)
-  const int64_t seq = blockIdx.x / p.groups_per_seq;
-  const int64_t g = blockIdx.x % p.groups_per_seq;
-  const int64_t row0 = seq * p.next_n + g * rows;
-  const int64_t rows_valid = min64(rows, p.next_n - g * rows);
-  int32_t ctx = p.context_lens[seq];
-  ctx = max(0, static_cast<int32_t>(min64(ctx, p.ncols)));
-  for (int r = tid; r < rows; r += kTmaThreads) {
-    int32_t hi = 0;
-    if (r < rows_valid) {
-      const int64_t rr = g * rows + r;  // position of the row in its sequence
-      const int64_t b = static_cast<int64_t>(ctx) - p.next_n + rr + 1;
-      hi = static_cast<int32_t>(max64(0, min64(b, ctx)));
-    }
-    row_lo[r] = 0;
-    row_hi[r] = hi;
-  }
-  for (int c = tid; c < N * (RB / 16); c += kTmaThreads) {
-    int n, kc;
-    tile_chunk(c, RB, &n, &kc);
-    const int r = n / h;
-    const bool ok = r < rows_valid;
-    const uint8_t* src = ok ? p.q + ((row0 + r) * h + (n % h)) * RB + kc * 16 : p.q;
-    cp_async_16(q_s + core_offset(n, kc, RB), src, ok ? 16 : 0);
-  }
-  for (int c = tid; c < N; c += kTmaThreads) {
-    const int r = c / h;
-    w_s[c] = r < rows_valid ? p.w[(row0 + r) * h + (c % h)] : 0.0f;
-  }
-  {
-    const int64_t first = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
-    const int64_t cnt = min64(p.blocks_per_cta, p.n_blocks - first);
-    for (int64_t i = tid; i < cnt; i += kTmaThreads) pid_s[i] = p.block_table[seq * p.max_pages + first + i];
-  }
+  const CtaRows cr = cta_rows(p, rows, true);
+  fill_row_ranges<kTmaThreads>(p, cr, rows, true, tid, row_lo, row_hi);
+  load_q_and_w<RB, N, 1, kTmaThreads>(p, h, cr, tid, q_s, w_s);
+  load_page_ids<kTmaThreads>(p, cr.seq, tid, pid_s);
   if (tid == 0) {
     for (int st = 0; st < S; ++st) {
       mbar_init(&full[st], 1);   // the producer's arrive (with the page's bytes as its tx count)
@@ -819,34 +754,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   fence_proxy_async();
   __syncthreads();
 
-  int32_t umin = INT32_MAX, umax = 0;
-  for (int r = 0; r < rows; ++r) {
-    if (row_hi[r] > row_lo[r]) {
-      umin = min(umin, row_lo[r]);
-      umax = max(umax, row_hi[r]);
-    }
-  }
-  const int64_t c_lo = static_cast<int64_t>(blockIdx.y) * p.blocks_per_cta;
-  const int64_t c_hi = min64(c_lo + p.blocks_per_cta, p.n_blocks);
-  int64_t blo = c_lo, bhi = c_lo;
-  if (umax > umin) {
-    blo = max64(c_lo, umin / kBlockKeys);
-    bhi = min64(c_hi, (static_cast<int64_t>(umax) + kBlockKeys - 1) / kBlockKeys);
-    if (bhi < blo) bhi = blo;
-  }
-  {
-    const int64_t col_a = c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
-    const int64_t act_a = blo * kBlockKeys, act_b = bhi * kBlockKeys;
-    const int64_t width = col_b - col_a;
-    for (int r = 0; r < rows_valid; ++r) {
-      float* out = p.logits + (row0 + r) * p.ld;
-      for (int64_t t = tid; t < width; t += kTmaThreads) {
-        const int64_t j = col_a + t;
-        if (j < act_a || j >= act_b) out[j] = -INFINITY;
-      }
-    }
-  }
-  const int64_t nblk = bhi - blo;
+  const ActiveBlocks ab = active_blocks<kTmaThreads>(p, cr, rows, row_lo, row_hi, tid);
+  const int64_t c_lo = ab.c_lo, blo = ab.blo;
+  const int64_t nblk = ab.bhi - ab.blo;
 
   if (tid >= 128) {  // producer warp: one thread issues every page's two copies
     if (tid == 128) {
@@ -875,7 +785,6 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   const int hb = h / 8;
   const uint32_t q_addr = smem_u32(q_s);
   float acc[N / 2];
-  float u0[N / 8], u1[N / 8];
   const int r0 = warp * 16 + (lane >> 2);
   for (int64_t it = 0; it < nblk; ++it) {
     const int stage = static_cast<int>(it % S);
@@ -896,45 +805,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     __syncwarp();
     if (lane == 0) mbar_arrive(&empty[stage]);
 
-    const int64_t b = blo + it;
-    const int64_t j0 = b * kBlockKeys + r0, j1 = j0 + 8;
-#pragma unroll
-    for (int j8 = 0; j8 < N / 8; ++j8) {
-      const float2 wv = *reinterpret_cast<const float2*>(&w_s[j8 * 8 + quad * 2]);
-      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
-      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
-    }
-#pragma unroll
-    for (int st = 1; st < N / 8; st *= 2) {
-      if (st < hb) {
-#pragma unroll
-        for (int j8 = 0; j8 + st < N / 8; j8 += 2 * st) {
-          u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
-          u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
-        }
-      }
-    }
-#pragma unroll
-    for (int j8 = 0; j8 < N / 8; ++j8) {
-      if ((j8 & (hb - 1)) == 0) {
-        float p0 = u0[j8], p1 = u1[j8];
-        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
-        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
-        p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
-        p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
-        const int ql = j8 / hb;
-        if ((ql & 3) == quad && ql < rows_valid) {
-          const int32_t lo = row_lo[ql], hi = row_hi[ql];
-          float* out = p.logits + (row0 + ql) * p.ld;
-          if (j0 < p.ncols) {
-            out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f)) : -INFINITY;
-          }
-          if (j1 < p.ncols) {
-            out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f)) : -INFINITY;
-          }
-        }
-      }
-    }
+    store_block_logits<N>(
+        acc, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
+        row_lo, row_hi, (blo + it) * kBlockKeys + r0, s0, s1, bad_page, quad);
   }
 }
 
