@@ -90,9 +90,9 @@ BENCHMARK(BM_CudaPrefillCausal)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.5);
 
-// tma = 1: the opt-in TMA decode kernel (INDEXLAB_DECODE=tma), timed beside the default one.
+// tma = 1: the default TMA decode kernel; tma = 0: logits_kernel (INDEXLAB_DECODE=v1), timed beside it.
 void BM_CudaDecodePaged(benchmark::State& state) {
-  indexlab::cuda::ScopedEnv kernel("INDEXLAB_DECODE", state.range(1) != 0 ? "tma" : "default");
+  indexlab::cuda::ScopedEnv kernel("INDEXLAB_DECODE", state.range(1) != 0 ? "tma" : "v1");
   std::unique_ptr<Workload> w;
   Status s = indexlab::cuda::make_decode_workload(64, 65536, 64, 128, 2048, 1, state.range(0) != 0, 7, &w);
   run_workload(state, s, w);

@@ -86,6 +86,10 @@ __device__ __forceinline__ void wgmma_step(float (&d)[N / 2], uint64_t da, uint6
   }
 }
 template <>
+__device__ __forceinline__ void wgmma_e4m3<8>(float (&d)[4], uint64_t da, uint64_t db, int sd) {
+  wgmma_m64n8k32_e4m3(d, da, db, sd);
+}
+template <>
 __device__ __forceinline__ void wgmma_e4m3<64>(float (&d)[32], uint64_t da, uint64_t db, int sd) {
   wgmma_m64n64k32_e4m3(d, da, db, sd);
 }
@@ -644,15 +648,15 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
 
 // ---- paged decode, TMA: a producer warp streams whole pages --------------------------------------
 //
-// Same arithmetic as logits_kernel at N = 64, NWG = 1 (the same wgmma chain per (key, query-head)
-// and the same epilogue order), so the logits are bit-identical; only the loads differ. One
-// thread of a producer warp loads each 64-key page with one TMA: the page's key rows as a
-// [64, RB] box, written 128-byte (d = 128) or 64-byte (d = 64) swizzled, which wgmma reads through
-// a swizzled descriptor, plus one bulk copy of the page's 64 scales, into a ring of kTmaStages
-// stages (full / empty mbarriers, the full one completing on the bytes). One math warpgroup
-// consumes the ring and never issues loads. fp8, next_n * h <= 64 only; opt-in with
-// INDEXLAB_DECODE=tma (use_tma_decode) until it has run on a card. Its prologue and epilogue are
-// the shared pieces above, as in logits_kernel.
+// Same arithmetic as logits_kernel (the same wgmma chain per (key, query-head) and the same
+// epilogue order), so the logits are bit-identical; only the loads differ. One thread of a
+// producer warp loads each 64-key page with one TMA: the page's key rows as a [64, RB] box,
+// written 128-byte (d = 128) or 64-byte (d = 64) swizzled, which wgmma reads through a swizzled
+// descriptor, plus one bulk copy of the page's 64 scales, into a ring of S stages (full / empty
+// mbarriers, the full one completing on the bytes). The math warpgroups take turns on the stages
+// and never issue loads. fp8 with next_n * h <= 64; N = 8 wgmma columns when next_n * h = 8 (MISA
+// decode's 8 routed heads), else 64. The default for those shapes; INDEXLAB_DECODE=v1 selects
+// logits_kernel. Its prologue and epilogue are the shared pieces above, as in logits_kernel.
 
 __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
@@ -696,32 +700,36 @@ __device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity
   }
 }
 
-constexpr int kTmaStages = 6;
-constexpr int kTmaThreads = 128 + 32;  // one math warpgroup + one producer warp
-constexpr int kTmaRows = 8;            // rows of a CTA: 64 / h with h >= 8
-
-template <int RB>
-struct TmaSmem {
+/// A configuration of paged_tma_kernel: D (key bytes a row), N (wgmma columns: next_n * h fits),
+/// MWG math warpgroups taking turns on the stages of one ring of S stages.
+template <int D, int N, int MWG, int S>
+struct TmaCfg {
+  static constexpr int kD = D, kN = N, kMwg = MWG, kStages = S;
+  static constexpr int kThreads = MWG * 128 + 32;  // math warpgroups + one producer warp
+  static constexpr int kRows = N / 8;              // rows of a CTA: N / h with h >= 8
+  static constexpr int RB = D;                     // e4m3: one byte an element
   static constexpr int kKBytes = kBlockKeys * RB;  // 8 KB (d = 128) or 4 KB: 1024-byte multiples
   static constexpr int kOffK = 0;
-  static constexpr int kOffS = kOffK + kTmaStages * kKBytes;
-  static constexpr int kOffQ = kOffS + kTmaStages * kBlockKeys * 4;
-  static constexpr int kOffW = kOffQ + 64 * RB;
-  static constexpr int kOffBar = kOffW + 64 * 4;  // full[S], empty[S]
-  static constexpr int kOffBad = kOffBar + 2 * kTmaStages * 8;
-  static constexpr int kOffRows = kOffBad + kTmaStages * 4;
-  static constexpr int kOffPid = kOffRows + 2 * kTmaRows * 4;
+  static constexpr int kOffS = kOffK + S * kKBytes;
+  static constexpr int kOffQ = kOffS + S * kBlockKeys * 4;
+  static constexpr int kOffW = kOffQ + N * RB;
+  static constexpr int kOffBar = kOffW + N * 4;  // full[S], empty[S]
+  static constexpr int kOffBad = kOffBar + 2 * S * 8;
+  static constexpr int kOffRows = kOffBad + S * 4;
+  static constexpr int kOffPid = kOffRows + 2 * kRows * 4;
   static constexpr int kUsed = kOffPid + kMaxPagedBlocksPerCta * 4;
   static constexpr int kTotal = kUsed + 1024;  // the base is rounded up to 1024 bytes in the kernel
 };
 
-template <int D>
-__global__ void __launch_bounds__(kTmaThreads, 1)
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, 1)
     paged_tma_kernel(const LogitsKernelParams p, const __grid_constant__ CUtensorMap tmap) {
-  constexpr int RB = D;  // e4m3: one byte an element
-  constexpr int N = 64;
-  constexpr int S = kTmaStages;
-  using L = TmaSmem<RB>;
+  constexpr int RB = C::RB;
+  constexpr int N = C::kN;
+  constexpr int S = C::kStages;
+  constexpr int kThreads = C::kThreads;
+  constexpr int kMath = C::kMwg * 128;
+  using L = C;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
   uint8_t* k_s = smem + L::kOffK;
@@ -732,20 +740,20 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   uint64_t* empty = full + S;
   int32_t* bad_s = reinterpret_cast<int32_t*>(smem + L::kOffBad);
   int32_t* row_lo = reinterpret_cast<int32_t*>(smem + L::kOffRows);
-  int32_t* row_hi = row_lo + kTmaRows;
+  int32_t* row_hi = row_lo + L::kRows;
   int32_t* pid_s = reinterpret_cast<int32_t*>(smem + L::kOffPid);
 
   const int tid = threadIdx.x;
   const int h = p.h;
   const int rows = N / h;  // queries of this CTA (qpw of logits_kernel)
   const CtaRows cr = cta_rows(p, rows, true);
-  fill_row_ranges<kTmaThreads>(p, cr, rows, true, tid, row_lo, row_hi);
-  load_q_and_w<RB, N, 1, kTmaThreads>(p, h, cr, tid, q_s, w_s);
-  load_page_ids<kTmaThreads>(p, cr.seq, tid, pid_s);
+  fill_row_ranges<kThreads>(p, cr, rows, true, tid, row_lo, row_hi);
+  load_q_and_w<RB, N, 1, kThreads>(p, h, cr, tid, q_s, w_s);
+  load_page_ids<kThreads>(p, cr.seq, tid, pid_s);
   if (tid == 0) {
     for (int st = 0; st < S; ++st) {
-      mbar_init(&full[st], 1);   // the producer's arrive (with the page's bytes as its tx count)
-      mbar_init(&empty[st], 4);  // lane 0 of every math warp
+      mbar_init(&full[st], 1);     // the producer's arrive (with the page's bytes as its tx count)
+      mbar_init(&empty[st], 128);  // every thread of the warpgroup that consumed the stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -754,12 +762,12 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   fence_proxy_async();
   __syncthreads();
 
-  const ActiveBlocks ab = active_blocks<kTmaThreads>(p, cr, rows, row_lo, row_hi, tid);
+  const ActiveBlocks ab = active_blocks<kThreads>(p, cr, rows, row_lo, row_hi, tid);
   const int64_t c_lo = ab.c_lo, blo = ab.blo;
   const int64_t nblk = ab.bhi - ab.blo;
 
-  if (tid >= 128) {  // producer warp: one thread issues every page's two copies
-    if (tid == 128) {
+  if (tid >= kMath) {  // producer warp: one thread issues every page's two copies
+    if (tid == kMath) {
       for (int64_t it = 0; it < nblk; ++it) {
         const int stage = static_cast<int>(it % S);
         if (it >= S) mbar_wait_or_trap(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1), "empty");
@@ -779,14 +787,15 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     return;
   }
 
-  const int warp = tid / 32;
+  const int wg = tid / 128;  // math warpgroup wg takes the pages it = wg, wg + MWG, ...
+  const int warp = (tid % 128) / 32;
   const int lane = tid % 32;
   const int quad = lane & 3;
   const int hb = h / 8;
   const uint32_t q_addr = smem_u32(q_s);
   float acc[N / 2];
   const int r0 = warp * 16 + (lane >> 2);
-  for (int64_t it = 0; it < nblk; ++it) {
+  for (int64_t it = wg; it < nblk; it += C::kMwg) {
     const int stage = static_cast<int>(it % S);
     mbar_wait_or_trap(&full[stage], static_cast<uint32_t>((it / S) & 1), "full");
     const uint32_t k_addr = smem_u32(k_s + stage * L::kKBytes);
@@ -802,8 +811,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     fence_acc(acc);
     const bool bad_page = bad_s[stage] != 0;
     const float s0 = sc_s[stage * kBlockKeys + r0], s1 = sc_s[stage * kBlockKeys + r0 + 8];
-    __syncwarp();
-    if (lane == 0) mbar_arrive(&empty[stage]);
+    // Every thread releases the stage itself: one arrival a warp after __syncwarp is also ordered,
+    // but compute-sanitizer's racecheck does not see through it (66 reported hazards on an H200).
+    mbar_arrive(&empty[stage]);
 
     store_block_logits<N>(
         acc, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
@@ -811,11 +821,12 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   }
 }
 
-// INDEXLAB_DECODE=tma selects paged_tma_kernel where it applies (fp8, next_n * h <= 64, a 16-byte
-// aligned cache); read at every launch so a test can switch it.
+// fp8 paged decode runs on paged_tma_kernel where it applies (next_n * h <= 64, a 16-byte aligned
+// cache); INDEXLAB_DECODE=v1 selects logits_kernel, the same bits with cp.async loads, kept for
+// differential tests and side-by-side benchmarks. Read at every launch so a test can switch it.
 bool use_tma_decode() {
   const char* e = std::getenv("INDEXLAB_DECODE");
-  return e != nullptr && std::strcmp(e, "tma") == 0;
+  return e == nullptr || std::strcmp(e, "v1") != 0;
 }
 
 /// The tensor map of a paged fp8 cache's key rows: [num_pages, 64, d] bytes with page stride
@@ -842,17 +853,44 @@ Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t p
   return Status::Ok();
 }
 
-template <int D>
-Status launch_paged_tma(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
-  using L = TmaSmem<D>;
-  static_assert(L::kTotal <= kMaxSmem, "paged TMA kernel shared memory");
-  alignas(64) CUtensorMap map;
-  INDEXLAB_RETURN_IF_ERROR(encode_page_map(kp.cache, kp.num_pages, D, kp.page_bytes, &map));
-  auto kernel = paged_tma_kernel<D>;
-  INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
-  kernel<<<grid, kTmaThreads, L::kTotal, stream>>>(kp, map);
+template <class C>
+Status launch_paged_tma_cfg(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+  static_assert(C::kTotal <= kMaxSmem, "paged TMA kernel shared memory");
+  // The last map this thread encoded is reused while the cache it describes stays the same (a
+  // decode loop launches on one cache step after step; encoding costs a driver call).
+  struct Cached {
+    const uint8_t* cache = nullptr;
+    int64_t num_pages = -1, page_bytes = -1;
+    int d = -1;
+    CUtensorMap map;
+  };
+  thread_local Cached last;
+  if (last.cache != kp.cache || last.num_pages != kp.num_pages || last.page_bytes != kp.page_bytes ||
+      last.d != C::kD) {
+    last.cache = nullptr;
+    INDEXLAB_RETURN_IF_ERROR(encode_page_map(kp.cache, kp.num_pages, C::kD, kp.page_bytes, &last.map));
+    last.cache = kp.cache;
+    last.num_pages = kp.num_pages;
+    last.page_bytes = kp.page_bytes;
+    last.d = C::kD;
+  }
+  const CUtensorMap& map = last.map;
+  auto kernel = paged_tma_kernel<C>;
+  INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kTotal));
+  kernel<<<grid, C::kThreads, C::kTotal, stream>>>(kp, map);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
+}
+
+// The configurations that ran on an H200 (cuda/NOTES.md, fifth session): at d = 128, N = 64, one
+// math warpgroup on a 4-stage ring (about 45 KB, so more CTAs a SM) was the fastest of 1x4, 1x6,
+// 1x10, 2x6 and 2x8 (64 x 64K decode logits 0.184 ms against 0.193-0.258 ms); d = 64 and N = 8
+// keep the 6-stage ring they were tested with.
+template <int D>
+Status launch_paged_tma(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
+  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 1, 6>>(kp, grid, stream);
+  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 4>>(kp, grid, stream);
+  return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 6>>(kp, grid, stream);
 }
 
 // Prefill logits run on logits_ws_kernel (the default since it passed the GPU tests and the
@@ -1075,7 +1113,7 @@ Status launch_paged_logits_impl(const P& p, const char* what) {
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
   if constexpr (E == Elem::kE4m3) {
     if (n == 64 && use_tma_decode() && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
-      return p.d == 64 ? launch_paged_tma<64>(kp, grid, st) : launch_paged_tma<128>(kp, grid, st);
+      return p.d == 64 ? launch_paged_tma<64>(kp, cols, grid, st) : launch_paged_tma<128>(kp, cols, grid, st);
   }
   if (n == 64) return launch_logits_d<E, 64, 1>(kp, p.d, grid, st);
   if (n == 128) return launch_logits_d<E, 128, 1>(kp, p.d, grid, st);

@@ -430,10 +430,12 @@ TEST(Sm90Paged, Fp8_NextN1to4_OutOfOrderPages) {
   check_paged(in, Options{}, "Paged_H32_D64_K2048");
 }
 
-// The TMA paged decode kernel (INDEXLAB_DECODE=tma; fp8 with next_n * h <= 64): bit-exact
+// The TMA paged decode kernel (the fp8 default where next_n * h <= 64; N = 8 columns at h = 8,
+// next_n = 1, as MISA decode's routed heads): bit-exact
 // against the emulation at every head count that fits, d = 64 and 128 (64- and 128-byte swizzled
 // pages), next_n 1 to 8, pages out of order, empty, short and multi-chunk contexts, relative and
-// absolute indices; 20 reruns identical, and the same logits and selection as the default kernel.
+// absolute indices; 20 reruns identical, and the same logits and selection as logits_kernel
+// (INDEXLAB_DECODE=v1).
 TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   SKIP_WITHOUT_GPU();
   testing::ScopedEnv tma("INDEXLAB_DECODE", "tma");
@@ -441,7 +443,7 @@ TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
     int h, d, next_n;
   };
   for (const Shape& sh : {Shape{64, 128, 1}, Shape{64, 64, 1}, Shape{32, 128, 2}, Shape{16, 64, 4},
-                          Shape{8, 128, 3}, Shape{8, 64, 8}}) {
+                          Shape{8, 128, 3}, Shape{8, 64, 8}, Shape{8, 128, 1}, Shape{8, 64, 1}}) {
     const std::vector<int32_t> ctx = {1, 64, 130, 700, 0, 4100};
     PagedInputs in = make_paged(6, sh.next_n, sh.h, sh.d, 96, ctx, seed_for("tma") + sh.h * 13 + sh.d + sh.next_n);
     const std::string what =
@@ -456,13 +458,13 @@ TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   o.want_logits = true;
   const Result t = testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_paged_fp8(in, o, r); },
                                                             20, "Tma_Reruns");
-  testing::ScopedEnv dflt("INDEXLAB_DECODE", "default");
+  testing::ScopedEnv v1("INDEXLAB_DECODE", "v1");
   Result d;
   const Status st = cuda::dsa_paged_fp8(in, o, &d);
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(t.logits.size(), d.logits.size());
   EXPECT_EQ(0, std::memcmp(t.logits.data(), d.logits.data(), d.logits.size() * 4))
-      << "the TMA and default decode kernels disagree";
+      << "the TMA and v1 decode kernels disagree";
   EXPECT_EQ(t.index, d.index);
 }
 
