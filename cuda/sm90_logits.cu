@@ -689,22 +689,24 @@ __device__ __forceinline__ uint64_t make_desc_swizzled(uint32_t smem_addr, int r
 }
 
 // An mbarrier wait that gives up: a phase that has not completed after ~2^34 cycles (seconds) means
-// a lost arrival or byte count, and the kernel traps with a message instead of hanging the process.
-__device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity, const char* which) {
+// a lost arrival or byte count, and the kernel traps (the launch fails with an illegal-instruction
+// error) instead of hanging the process. No message: a printf here is a function call, and ptxas
+// then serializes every wgmma of the kernel (C7510, "wgmma pipeline crossing function boundary").
+__device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity) {
   const long long t0 = clock64();
   while (!mbar_try_wait(bar, parity)) {
-    if (clock64() - t0 > (1ll << 34)) {
-      printf("paged_tma_kernel: %s barrier never completed (block %d, %d)\n", which, blockIdx.x, blockIdx.y);
-      __trap();
-    }
+    if (clock64() - t0 > (1ll << 34)) __trap();
   }
 }
 
 /// A configuration of paged_tma_kernel: D (key bytes a row), N (wgmma columns: next_n * h fits),
-/// MWG math warpgroups taking turns on the stages of one ring of S stages.
-template <int D, int N, int MWG, int S>
+/// MWG math warpgroups taking turns on the stages of one ring of S stages; Pipe: each warpgroup
+/// starts its next page's wgmma before its current page's epilogue (two accumulators).
+template <int D, int N, int MWG, int S, bool Pipe = false>
 struct TmaCfg {
+  static_assert(!Pipe || S >= 2 * MWG, "a pipelined warpgroup holds two stages");
   static constexpr int kD = D, kN = N, kMwg = MWG, kStages = S;
+  static constexpr bool kPipe = Pipe;
   static constexpr int kThreads = MWG * 128 + 32;  // math warpgroups + one producer warp
   static constexpr int kRows = N / 8;              // rows of a CTA: N / h with h >= 8
   static constexpr int RB = D;                     // e4m3: one byte an element
@@ -770,7 +772,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     if (tid == kMath) {
       for (int64_t it = 0; it < nblk; ++it) {
         const int stage = static_cast<int>(it % S);
-        if (it >= S) mbar_wait_or_trap(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1), "empty");
+        if (it >= S) mbar_wait_or_trap(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1));
         const int32_t pid = pid_s[blo + it - c_lo];
         const bool ok = pid >= 0 && pid < p.num_pages;
         bad_s[stage] = ok ? 0 : 1;  // released to the math warps by the arrive below
@@ -793,31 +795,77 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int quad = lane & 3;
   const int hb = h / 8;
   const uint32_t q_addr = smem_u32(q_s);
-  float acc[N / 2];
   const int r0 = warp * 16 + (lane >> 2);
-  for (int64_t it = wg; it < nblk; it += C::kMwg) {
-    const int stage = static_cast<int>(it % S);
-    mbar_wait_or_trap(&full[stage], static_cast<uint32_t>((it / S) & 1), "full");
+  // wait_full: page it's stage has landed. mma: the wgmma chain of one stage into a (one commit
+  // group). issue: both.
+  auto wait_full = [&](int64_t it) {
+    mbar_wait_or_trap(&full[it % S], static_cast<uint32_t>((it / S) & 1));
+  };
+  auto mma = [&](float (&a)[N / 2], int stage) {
     const uint32_t k_addr = smem_u32(k_s + stage * L::kKBytes);
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < RB / 32; ++s) {  // k-steps of 32 bytes
       const uint64_t da = make_desc_swizzled(k_addr + s * 32, RB);
       const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * RB);
-      wgmma_step<Elem::kE4m3, N>(acc, da, db, s > 0 ? 1 : 0);
+      wgmma_step<Elem::kE4m3, N>(a, da, db, s > 0 ? 1 : 0);
     }
     wgmma_commit();
-    wgmma_wait<0>();
-    fence_acc(acc);
+  };
+  auto issue = [&](float (&a)[N / 2], int64_t it) {
+    wait_full(it);
+    mma(a, static_cast<int>(it % S));
+  };
+  // finish: page it's chain has completed; read the stage's flag and scales, release the stage,
+  // and write the page's logits.
+  auto finish = [&](float (&a)[N / 2], int64_t it) {
+    fence_acc(a);
+    const int stage = static_cast<int>(it % S);
     const bool bad_page = bad_s[stage] != 0;
     const float s0 = sc_s[stage * kBlockKeys + r0], s1 = sc_s[stage * kBlockKeys + r0 + 8];
     // Every thread releases the stage itself: one arrival a warp after __syncwarp is also ordered,
     // but compute-sanitizer's racecheck does not see through it (66 reported hazards on an H200).
     mbar_arrive(&empty[stage]);
-
     store_block_logits<N>(
-        acc, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
+        a, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
         row_lo, row_hi, (blo + it) * kBlockKeys + r0, s0, s1, bad_page, quad);
+  };
+  constexpr int M = C::kMwg;
+  if constexpr (!C::kPipe) {
+    float acc[N / 2];
+    for (int64_t it = wg; it < nblk; it += M) {
+      issue(acc, it);
+      wgmma_wait<0>();
+      finish(acc, it);
+    }
+  } else {
+    // Two accumulators: the next page's wgmma chain runs while this page's epilogue does. A
+    // warpgroup holds two stages at once, hence S >= 2 * MWG (TmaCfg checks it). The chains are
+    // issued on every path (ptxas serializes wgmma issued on a divergent path): past the
+    // warpgroup's last page a dummy chain re-reads its last stage, which the producer never
+    // refills (page it + S >= it + MWG is past the end), and its result is dropped.
+    float acc0[N / 2], acc1[N / 2];
+    if (wg < nblk) {
+      issue(acc0, wg);
+      for (int64_t it = wg;; ) {
+        const int64_t n1 = it + M;
+        const bool has1 = n1 < nblk;
+        if (has1) wait_full(n1);
+        mma(acc1, static_cast<int>((has1 ? n1 : it) % S));
+        wgmma_wait<1>();
+        finish(acc0, it);
+        if (!has1) break;
+        const int64_t n2 = n1 + M;
+        const bool has2 = n2 < nblk;
+        if (has2) wait_full(n2);
+        mma(acc0, static_cast<int>((has2 ? n2 : n1) % S));
+        wgmma_wait<1>();
+        finish(acc1, n1);
+        if (!has2) break;
+        it = n2;
+      }
+      wgmma_wait<0>();
+    }
   }
 }
 
@@ -882,15 +930,27 @@ Status launch_paged_tma_cfg(const LogitsKernelParams& kp, dim3 grid, cudaStream_
   return Status::Ok();
 }
 
-// The configurations that ran on an H200 (cuda/NOTES.md, fifth session): at d = 128, N = 64, one
-// math warpgroup on a 4-stage ring (about 45 KB, so more CTAs a SM) was the fastest of 1x4, 1x6,
-// 1x10, 2x6 and 2x8 (64 x 64K decode logits 0.184 ms against 0.193-0.258 ms); d = 64 and N = 8
-// keep the 6-stage ring they were tested with.
+// INDEXLAB_DECODE=tma2 selects the pipelined consumer (TmaCfg's Pipe) on the same rings: written
+// after the fifth session's device time ran out, opt-in until it has run on a card.
+bool use_tma_pipelined() {
+  const char* e = std::getenv("INDEXLAB_DECODE");
+  return e != nullptr && std::strcmp(e, "tma2") == 0;
+}
+
+// The rings that ran on an H200 (cuda/NOTES.md, fifth session): at d = 128, N = 64, one math
+// warpgroup on a 4-stage ring (about 45 KB, so more CTAs a SM) was the fastest of 1x4, 1x6, 1x10,
+// 2x6 and 2x8 (64 x 64K decode logits 0.184 ms against 0.193-0.258 ms); d = 64 and N = 8 keep
+// the 6-stage ring they were tested with.
+template <int D, bool Pipe>
+Status launch_paged_tma_ring(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
+  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 1, 6, Pipe>>(kp, grid, stream);
+  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 4, Pipe>>(kp, grid, stream);
+  return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 6, Pipe>>(kp, grid, stream);
+}
 template <int D>
 Status launch_paged_tma(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
-  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 1, 6>>(kp, grid, stream);
-  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 4>>(kp, grid, stream);
-  return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 6>>(kp, grid, stream);
+  return use_tma_pipelined() ? launch_paged_tma_ring<D, true>(kp, cols, grid, stream)
+                             : launch_paged_tma_ring<D, false>(kp, cols, grid, stream);
 }
 
 // Prefill logits run on logits_ws_kernel (the default since it passed the GPU tests and the
