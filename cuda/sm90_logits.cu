@@ -845,24 +845,22 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     // warpgroup's last page a dummy chain re-reads its last stage, which the producer never
     // refills (page it + S >= it + MWG is past the end), and its result is dropped.
     float acc0[N / 2], acc1[N / 2];
+    // step: start the chain after page c (or the dummy) into nxt, then finish page c from cur;
+    // false when c was the warpgroup's last page.
+    auto step = [&](float (&cur)[N / 2], float (&nxt)[N / 2], int64_t c) {
+      const int64_t n = c + M;
+      const bool has = n < nblk;
+      if (has) wait_full(n);
+      mma(nxt, static_cast<int>((has ? n : c) % S));
+      wgmma_wait<1>();
+      finish(cur, c);
+      return has;
+    };
     if (wg < nblk) {
       issue(acc0, wg);
-      for (int64_t it = wg;; ) {
-        const int64_t n1 = it + M;
-        const bool has1 = n1 < nblk;
-        if (has1) wait_full(n1);
-        mma(acc1, static_cast<int>((has1 ? n1 : it) % S));
-        wgmma_wait<1>();
-        finish(acc0, it);
-        if (!has1) break;
-        const int64_t n2 = n1 + M;
-        const bool has2 = n2 < nblk;
-        if (has2) wait_full(n2);
-        mma(acc0, static_cast<int>((has2 ? n2 : n1) % S));
-        wgmma_wait<1>();
-        finish(acc1, n1);
-        if (!has2) break;
-        it = n2;
+      for (int64_t it = wg;; it += 2 * M) {
+        if (!step(acc0, acc1, it)) break;
+        if (!step(acc1, acc0, it + M)) break;
       }
       wgmma_wait<0>();
     }
