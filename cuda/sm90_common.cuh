@@ -25,12 +25,12 @@ __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-/// 16-byte cp.async; src_bytes = 0 zero-fills the destination without reading src.
-/// 16-byte global -> shared copy through L1 (.ca). The L1-bypassing .cg form sent every lane's
-/// 16 bytes to L2 as its own request: on paged decode (H200, ncu) 37.6M L2 read requests and
-/// 33.7M sectors for 17.3M sectors of keys, L2 at 78% busy with DRAM at 37%; with .ca the L1
-/// merges a quarter warp's copies into whole sectors (12.4M requests, 18.3M sectors) and decode
-/// logits went from 0.289 to 0.243 ms.
+/// 16-byte global -> shared cp.async through L1 (.ca); src_bytes = 0 zero-fills the destination
+/// without reading src. The L1-bypassing .cg form sent every lane's 16 bytes to L2 as its own
+/// request: on paged decode (H200, ncu) 37.6M L2 read requests and 33.7M sectors for 17.3M
+/// sectors of keys, L2 at 78% busy with DRAM at 37%; with .ca the L1 merges a quarter warp's
+/// copies into whole sectors (12.4M requests, 18.3M sectors), and decode logits went from
+/// 0.290-0.291 to 0.240 ms (the two builds alternated twice in one run).
 __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
                "r"(src_bytes));

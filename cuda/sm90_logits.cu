@@ -653,8 +653,8 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
 // producer warp loads each 64-key page with one TMA: the page's key rows as a [64, RB] box,
 // written 128-byte (d = 128) or 64-byte (d = 64) swizzled, which wgmma reads through a swizzled
 // descriptor, plus one bulk copy of the page's 64 scales, into a ring of S stages (full / empty
-// mbarriers, the full one completing on the bytes). The math warpgroups take turns on the stages
-// and never issue loads. fp8 with next_n * h <= 64; N = 8 wgmma columns when next_n * h = 8 (MISA
+// mbarriers, the full one completing on the bytes). One math warpgroup consumes the ring and
+// never issues loads. fp8 with next_n * h <= 64; N = 8 wgmma columns when next_n * h = 8 (MISA
 // decode's 8 routed heads), else 64. The default for those shapes; INDEXLAB_DECODE=v1 selects
 // logits_kernel. Its prologue and epilogue are the shared pieces above, as in logits_kernel.
 
@@ -700,14 +700,15 @@ __device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity
 }
 
 /// A configuration of paged_tma_kernel: D (key bytes a row), N (wgmma columns: next_n * h fits),
-/// MWG math warpgroups taking turns on the stages of one ring of S stages; Pipe: each warpgroup
-/// starts its next page's wgmma before its current page's epilogue (two accumulators).
-template <int D, int N, int MWG, int S, bool Pipe = false>
+/// a ring of S stages; Pipe: the math warpgroup starts its next page's wgmma before its current
+/// page's epilogue (two accumulators). (Two math warpgroups taking turns on the ring, 2x6 and
+/// 2x8, ran on an H200 in the fifth session and were not faster than one on 4 stages; removed.)
+template <int D, int N, int S, bool Pipe = false>
 struct TmaCfg {
-  static_assert(!Pipe || S >= 2 * MWG, "a pipelined warpgroup holds two stages");
-  static constexpr int kD = D, kN = N, kMwg = MWG, kStages = S;
+  static_assert(!Pipe || S >= 2, "the pipelined warpgroup holds two stages");
+  static constexpr int kD = D, kN = N, kStages = S;
   static constexpr bool kPipe = Pipe;
-  static constexpr int kThreads = MWG * 128 + 32;  // math warpgroups + one producer warp
+  static constexpr int kThreads = 128 + 32;        // one math warpgroup + one producer warp
   static constexpr int kRows = N / 8;              // rows of a CTA: N / h with h >= 8
   static constexpr int RB = D;                     // e4m3: one byte an element
   static constexpr int kKBytes = kBlockKeys * RB;  // 8 KB (d = 128) or 4 KB: 1024-byte multiples
@@ -730,7 +731,6 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   constexpr int N = C::kN;
   constexpr int S = C::kStages;
   constexpr int kThreads = C::kThreads;
-  constexpr int kMath = C::kMwg * 128;
   using L = C;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
@@ -755,7 +755,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   if (tid == 0) {
     for (int st = 0; st < S; ++st) {
       mbar_init(&full[st], 1);     // the producer's arrive (with the page's bytes as its tx count)
-      mbar_init(&empty[st], 128);  // every thread of the warpgroup that consumed the stage
+      mbar_init(&empty[st], 128);  // every math thread, after its last read of the stage
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -768,8 +768,8 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int64_t c_lo = ab.c_lo, blo = ab.blo;
   const int64_t nblk = ab.bhi - ab.blo;
 
-  if (tid >= kMath) {  // producer warp: one thread issues every page's two copies
-    if (tid == kMath) {
+  if (tid >= 128) {  // producer warp: one thread issues every page's two copies
+    if (tid == 128) {
       for (int64_t it = 0; it < nblk; ++it) {
         const int stage = static_cast<int>(it % S);
         if (it >= S) mbar_wait_or_trap(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1));
@@ -789,8 +789,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
     return;
   }
 
-  const int wg = tid / 128;  // math warpgroup wg takes the pages it = wg, wg + MWG, ...
-  const int warp = (tid % 128) / 32;
+  const int warp = tid / 32;
   const int lane = tid % 32;
   const int quad = lane & 3;
   const int hb = h / 8;
@@ -830,25 +829,24 @@ __global__ void __launch_bounds__(C::kThreads, 1)
         a, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
         row_lo, row_hi, (blo + it) * kBlockKeys + r0, s0, s1, bad_page, quad);
   };
-  constexpr int M = C::kMwg;
   if constexpr (!C::kPipe) {
     float acc[N / 2];
-    for (int64_t it = wg; it < nblk; it += M) {
+    for (int64_t it = 0; it < nblk; ++it) {
       issue(acc, it);
       wgmma_wait<0>();
       finish(acc, it);
     }
   } else {
-    // Two accumulators: the next page's wgmma chain runs while this page's epilogue does. A
-    // warpgroup holds two stages at once, hence S >= 2 * MWG (TmaCfg checks it). The chains are
-    // issued on every path (ptxas serializes wgmma issued on a divergent path): past the
-    // warpgroup's last page a dummy chain re-reads its last stage, which the producer never
-    // refills (page it + S >= it + MWG is past the end), and its result is dropped.
+    // Two accumulators: the next page's wgmma chain runs while this page's epilogue does. The
+    // warpgroup holds two stages at once, hence S >= 2 (TmaCfg checks it). The chains are issued
+    // on every path (ptxas serializes wgmma issued on a divergent path): after the last page a
+    // dummy chain re-reads the last stage, which the producer never refills (page nblk - 1 + S
+    // is past the end), and its result is dropped.
     float acc0[N / 2], acc1[N / 2];
-    // step: start the chain after page c (or the dummy) into nxt, then finish page c from cur;
-    // false when c was the warpgroup's last page.
+    // step: start the chain of page c + 1 (or the dummy) into nxt, then finish page c from cur;
+    // false when c was the last page.
     auto step = [&](float (&cur)[N / 2], float (&nxt)[N / 2], int64_t c) {
-      const int64_t n = c + M;
+      const int64_t n = c + 1;
       const bool has = n < nblk;
       if (has) wait_full(n);
       mma(nxt, static_cast<int>((has ? n : c) % S));
@@ -856,11 +854,11 @@ __global__ void __launch_bounds__(C::kThreads, 1)
       finish(cur, c);
       return has;
     };
-    if (wg < nblk) {
-      issue(acc0, wg);
-      for (int64_t it = wg;; it += 2 * M) {
+    if (nblk > 0) {
+      issue(acc0, 0);
+      for (int64_t it = 0;; it += 2) {
         if (!step(acc0, acc1, it)) break;
-        if (!step(acc1, acc0, it + M)) break;
+        if (!step(acc1, acc0, it + 1)) break;
       }
       wgmma_wait<0>();
     }
@@ -868,11 +866,16 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 }
 
 // fp8 paged decode runs on paged_tma_kernel where it applies (next_n * h <= 64, a 16-byte aligned
-// cache); INDEXLAB_DECODE=v1 selects logits_kernel, the same bits with cp.async loads, kept for
-// differential tests and side-by-side benchmarks. Read at every launch so a test can switch it.
-bool use_tma_decode() {
+// cache). INDEXLAB_DECODE=v1 selects logits_kernel, the same bits with cp.async loads, kept for
+// differential tests and side-by-side benchmarks; INDEXLAB_DECODE=tma2 the pipelined consumer
+// (TmaCfg's Pipe), written after the fifth session's device time ran out and opt-in until it has
+// run on a card. Read at every launch so a test can switch it.
+enum class DecodeKernel { kV1, kTma, kTmaPipelined };
+DecodeKernel decode_kernel() {
   const char* e = std::getenv("INDEXLAB_DECODE");
-  return e == nullptr || std::strcmp(e, "v1") != 0;
+  if (e == nullptr) return DecodeKernel::kTma;
+  if (std::strcmp(e, "v1") == 0) return DecodeKernel::kV1;
+  return std::strcmp(e, "tma2") == 0 ? DecodeKernel::kTmaPipelined : DecodeKernel::kTma;
 }
 
 /// The tensor map of a paged fp8 cache's key rows: [num_pages, 64, d] bytes with page stride
@@ -928,27 +931,20 @@ Status launch_paged_tma_cfg(const LogitsKernelParams& kp, dim3 grid, cudaStream_
   return Status::Ok();
 }
 
-// INDEXLAB_DECODE=tma2 selects the pipelined consumer (TmaCfg's Pipe) on the same rings: written
-// after the fifth session's device time ran out, opt-in until it has run on a card.
-bool use_tma_pipelined() {
-  const char* e = std::getenv("INDEXLAB_DECODE");
-  return e != nullptr && std::strcmp(e, "tma2") == 0;
-}
-
-// The rings that ran on an H200 (cuda/NOTES.md, fifth session): at d = 128, N = 64, one math
-// warpgroup on a 4-stage ring (about 45 KB, so more CTAs a SM) was the fastest of 1x4, 1x6, 1x10,
-// 2x6 and 2x8 (64 x 64K decode logits 0.184 ms against 0.193-0.258 ms); d = 64 and N = 8 keep
-// the 6-stage ring they were tested with.
+// The rings that ran on an H200 (cuda/NOTES.md, fifth session): at d = 128, N = 64, a 4-stage
+// ring (about 45 KB, so more CTAs a SM) was the fastest of 4, 6 and 10 stages and of two math
+// warpgroups on 6 or 8 (64 x 64K decode logits 0.184 ms against 0.193-0.258 ms); d = 64 and N = 8
+// keep the 6-stage ring they were tested with.
 template <int D, bool Pipe>
 Status launch_paged_tma_ring(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
-  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 1, 6, Pipe>>(kp, grid, stream);
-  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 4, Pipe>>(kp, grid, stream);
-  return launch_paged_tma_cfg<TmaCfg<D, 64, 1, 6, Pipe>>(kp, grid, stream);
+  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 6, Pipe>>(kp, grid, stream);
+  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 4, Pipe>>(kp, grid, stream);
+  return launch_paged_tma_cfg<TmaCfg<D, 64, 6, Pipe>>(kp, grid, stream);
 }
 template <int D>
-Status launch_paged_tma(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
-  return use_tma_pipelined() ? launch_paged_tma_ring<D, true>(kp, cols, grid, stream)
-                             : launch_paged_tma_ring<D, false>(kp, cols, grid, stream);
+Status launch_paged_tma(const LogitsKernelParams& kp, int cols, DecodeKernel k, dim3 grid, cudaStream_t stream) {
+  return k == DecodeKernel::kTmaPipelined ? launch_paged_tma_ring<D, true>(kp, cols, grid, stream)
+                                          : launch_paged_tma_ring<D, false>(kp, cols, grid, stream);
 }
 
 // Prefill logits run on logits_ws_kernel (the default since it passed the GPU tests and the
@@ -1170,8 +1166,9 @@ Status launch_paged_logits_impl(const P& p, const char* what) {
   dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
   if constexpr (E == Elem::kE4m3) {
-    if (n == 64 && use_tma_decode() && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
-      return p.d == 64 ? launch_paged_tma<64>(kp, cols, grid, st) : launch_paged_tma<128>(kp, cols, grid, st);
+    const DecodeKernel k = decode_kernel();
+    if (n == 64 && k != DecodeKernel::kV1 && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
+      return p.d == 64 ? launch_paged_tma<64>(kp, cols, k, grid, st) : launch_paged_tma<128>(kp, cols, k, grid, st);
   }
   if (n == 64) return launch_logits_d<E, 64, 1>(kp, p.d, grid, st);
   if (n == 128) return launch_logits_d<E, 128, 1>(kp, p.d, grid, st);
