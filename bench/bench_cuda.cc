@@ -90,10 +90,10 @@ BENCHMARK(BM_CudaPrefillCausal)
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.5);
 
-// tma = 1: the default TMA decode kernel; tma = 0: logits_kernel (INDEXLAB_DECODE=v1); tma = 2:
-// the TMA kernel's pipelined consumer (INDEXLAB_DECODE=tma2, opt-in); timed side by side.
+// tma = 1: the default TMA decode kernel; tma = 0: logits_kernel (INDEXLAB_DECODE=v1); timed side
+// by side.
 void BM_CudaDecodePaged(benchmark::State& state) {
-  static const char* const kKernel[] = {"v1", "tma", "tma2"};
+  static const char* const kKernel[] = {"v1", "tma"};
   indexlab::cuda::ScopedEnv kernel("INDEXLAB_DECODE", kKernel[state.range(1)]);
   std::unique_ptr<Workload> w;
   Status s = indexlab::cuda::make_decode_workload(64, 65536, 64, 128, 2048, 1, state.range(0) != 0, 7, &w);
@@ -103,10 +103,8 @@ BENCHMARK(BM_CudaDecodePaged)
     ->ArgNames({"logits_only", "tma"})
     ->Args({1, 0})
     ->Args({1, 1})
-    ->Args({1, 2})
     ->Args({0, 0})
     ->Args({0, 1})
-    ->Args({0, 2})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);

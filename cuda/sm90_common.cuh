@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "reference/status.h"
 
@@ -50,6 +51,35 @@ __device__ __forceinline__ void cp_async_wait() {
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
+// Programmatic dependent launch (PTX griddepcontrol, sm_90). pdl_wait: a kernel launched with
+// launch_pdl blocks here until the grid before it in the stream has completed and its writes are
+// visible; it must come before the kernel's first global access (a no-op when there is no such
+// grid). pdl_launch_dependents: this CTA no longer holds back the next kernel's launch (its CTAs
+// may then start on free SMs and run to their pdl_wait).
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
+__device__ __forceinline__ void pdl_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;\n" ::); }
+
+/// Launches kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream
+/// serialization: its CTAs may start while the kernel before it in the stream finishes, once
+/// that kernel's CTAs have all called pdl_launch_dependents or exited. The kernel must call
+/// pdl_wait before its first global access.
+template <typename... KArgs, typename... Args>
+Status launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                  Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  INDEXLAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+  return Status::Ok();
+}
+
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }

@@ -700,14 +700,13 @@ __device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity
 }
 
 /// A configuration of paged_tma_kernel: D (key bytes a row), N (wgmma columns: next_n * h fits),
-/// a ring of S stages; Pipe: the math warpgroup starts its next page's wgmma before its current
-/// page's epilogue (two accumulators). (Two math warpgroups taking turns on the ring, 2x6 and
-/// 2x8, ran on an H200 in the fifth session and were not faster than one on 4 stages; removed.)
-template <int D, int N, int S, bool Pipe = false>
+/// a ring of S stages. (Two math warpgroups taking turns on the ring, 2x6 and 2x8, ran on an H200
+/// in the fifth session and were not faster than one on 4 stages; a pipelined consumer, the next
+/// page's wgmma during this page's epilogue on two accumulators, ran in the sixth and was slower,
+/// 0.204 against 0.178 ms; both removed, cuda/NOTES.md.)
+template <int D, int N, int S>
 struct TmaCfg {
-  static_assert(!Pipe || S >= 2, "the pipelined warpgroup holds two stages");
   static constexpr int kD = D, kN = N, kStages = S;
-  static constexpr bool kPipe = Pipe;
   static constexpr int kThreads = 128 + 32;        // one math warpgroup + one producer warp
   static constexpr int kRows = N / 8;              // rows of a CTA: N / h with h >= 8
   static constexpr int RB = D;                     // e4m3: one byte an element
@@ -763,6 +762,9 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   cp_async_wait<0>();
   fence_proxy_async();
   __syncthreads();
+  // Every CTA of the grid has started: the top-k launched after this kernel (launch_pdl) may
+  // take the SMs this grid leaves; it waits for this grid's end before it reads a logit.
+  pdl_launch_dependents();
 
   const ActiveBlocks ab = active_blocks<kThreads>(p, cr, rows, row_lo, row_hi, tid);
   const int64_t c_lo = ab.c_lo, blo = ab.blo;
@@ -795,87 +797,38 @@ __global__ void __launch_bounds__(C::kThreads, 1)
   const int hb = h / 8;
   const uint32_t q_addr = smem_u32(q_s);
   const int r0 = warp * 16 + (lane >> 2);
-  // wait_full: page it's stage has landed. mma: the wgmma chain of one stage into a (one commit
-  // group). issue: both.
-  auto wait_full = [&](int64_t it) {
-    mbar_wait_or_trap(&full[it % S], static_cast<uint32_t>((it / S) & 1));
-  };
-  auto mma = [&](float (&a)[N / 2], int stage) {
+  float acc[N / 2];
+  for (int64_t it = 0; it < nblk; ++it) {
+    const int stage = static_cast<int>(it % S);
+    mbar_wait_or_trap(&full[stage], static_cast<uint32_t>((it / S) & 1));
     const uint32_t k_addr = smem_u32(k_s + stage * L::kKBytes);
     wgmma_fence();
 #pragma unroll
     for (int s = 0; s < RB / 32; ++s) {  // k-steps of 32 bytes
       const uint64_t da = make_desc_swizzled(k_addr + s * 32, RB);
       const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * RB);
-      wgmma_step<Elem::kE4m3, N>(a, da, db, s > 0 ? 1 : 0);
+      wgmma_step<Elem::kE4m3, N>(acc, da, db, s > 0 ? 1 : 0);
     }
     wgmma_commit();
-  };
-  auto issue = [&](float (&a)[N / 2], int64_t it) {
-    wait_full(it);
-    mma(a, static_cast<int>(it % S));
-  };
-  // finish: page it's chain has completed; read the stage's flag and scales, release the stage,
-  // and write the page's logits.
-  auto finish = [&](float (&a)[N / 2], int64_t it) {
-    fence_acc(a);
-    const int stage = static_cast<int>(it % S);
+    wgmma_wait<0>();
+    fence_acc(acc);
     const bool bad_page = bad_s[stage] != 0;
     const float s0 = sc_s[stage * kBlockKeys + r0], s1 = sc_s[stage * kBlockKeys + r0 + 8];
     // Every thread releases the stage itself: one arrival a warp after __syncwarp is also ordered,
     // but compute-sanitizer's racecheck does not see through it (66 reported hazards on an H200).
     mbar_arrive(&empty[stage]);
     store_block_logits<N>(
-        a, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
+        acc, [&](int j8) { return *reinterpret_cast<const float2*>(w_s + j8 * 8 + quad * 2); }, hb, 0, p, cr,
         row_lo, row_hi, (blo + it) * kBlockKeys + r0, s0, s1, bad_page, quad);
-  };
-  if constexpr (!C::kPipe) {
-    float acc[N / 2];
-    for (int64_t it = 0; it < nblk; ++it) {
-      issue(acc, it);
-      wgmma_wait<0>();
-      finish(acc, it);
-    }
-  } else {
-    // Two accumulators: the next page's wgmma chain runs while this page's epilogue does. The
-    // warpgroup holds two stages at once, hence S >= 2 (TmaCfg checks it). The chains are issued
-    // on every path (ptxas serializes wgmma issued on a divergent path): after the last page a
-    // dummy chain re-reads the last stage, which the producer never refills (page nblk - 1 + S
-    // is past the end), and its result is dropped.
-    float acc0[N / 2], acc1[N / 2];
-    // step: start the chain of page c + 1 (or the dummy) into nxt, then finish page c from cur;
-    // false when c was the last page.
-    auto step = [&](float (&cur)[N / 2], float (&nxt)[N / 2], int64_t c) {
-      const int64_t n = c + 1;
-      const bool has = n < nblk;
-      if (has) wait_full(n);
-      mma(nxt, static_cast<int>((has ? n : c) % S));
-      wgmma_wait<1>();
-      finish(cur, c);
-      return has;
-    };
-    if (nblk > 0) {
-      issue(acc0, 0);
-      for (int64_t it = 0;; it += 2) {
-        if (!step(acc0, acc1, it)) break;
-        if (!step(acc1, acc0, it + 1)) break;
-      }
-      wgmma_wait<0>();
-    }
   }
 }
 
 // fp8 paged decode runs on paged_tma_kernel where it applies (next_n * h <= 64, a 16-byte aligned
 // cache). INDEXLAB_DECODE=v1 selects logits_kernel, the same bits with cp.async loads, kept for
-// differential tests and side-by-side benchmarks; INDEXLAB_DECODE=tma2 the pipelined consumer
-// (TmaCfg's Pipe), written after the fifth session's device time ran out and opt-in until it has
-// run on a card. Read at every launch so a test can switch it.
-enum class DecodeKernel { kV1, kTma, kTmaPipelined };
-DecodeKernel decode_kernel() {
+// differential tests and side-by-side benchmarks. Read at every launch so a test can switch it.
+bool use_tma_decode() {
   const char* e = std::getenv("INDEXLAB_DECODE");
-  if (e == nullptr) return DecodeKernel::kTma;
-  if (std::strcmp(e, "v1") == 0) return DecodeKernel::kV1;
-  return std::strcmp(e, "tma2") == 0 ? DecodeKernel::kTmaPipelined : DecodeKernel::kTma;
+  return e == nullptr || std::strcmp(e, "v1") != 0;
 }
 
 /// The tensor map of a paged fp8 cache's key rows: [num_pages, 64, d] bytes with page stride
@@ -902,8 +855,11 @@ Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t p
   return Status::Ok();
 }
 
+int num_sms();
+int64_t blocks_per_chunk(int64_t n_blocks, int64_t chunks);
+
 template <class C>
-Status launch_paged_tma_cfg(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
+Status launch_paged_tma_cfg(LogitsKernelParams kp, dim3 grid, cudaStream_t stream) {
   static_assert(C::kTotal <= kMaxSmem, "paged TMA kernel shared memory");
   // The last map this thread encoded is reused while the cache it describes stays the same (a
   // decode loop launches on one cache step after step; encoding costs a driver call).
@@ -926,25 +882,32 @@ Status launch_paged_tma_cfg(const LogitsKernelParams& kp, dim3 grid, cudaStream_
   const CUtensorMap& map = last.map;
   auto kernel = paged_tma_kernel<C>;
   INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kTotal));
+  // One wave: as many CTAs as the SMs hold at once (floor(slots / rows) chunks a sequence), so no
+  // tail wave runs on a few SMs. On an H200, 64 x 64K decode logits took 0.168 ms so, against
+  // 0.176 with the chunks sized for 16 CTAs an SM and 0.172 / 0.174 at two / three waves.
+  int per_sm = 0;
+  INDEXLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, C::kTotal));
+  const int64_t slots = static_cast<int64_t>(max64(per_sm, 1)) * num_sms();
+  kp.blocks_per_cta = min64(blocks_per_chunk(kp.n_blocks, slots / grid.x), kMaxPagedBlocksPerCta);
+  const int64_t chunks = (kp.n_blocks + kp.blocks_per_cta - 1) / kp.blocks_per_cta;
+  if (chunks > 65535) return error("max_pages = ", kp.n_blocks, " is too large");
+  grid.y = static_cast<unsigned>(chunks);
   kernel<<<grid, C::kThreads, C::kTotal, stream>>>(kp, map);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
 }
 
-// The rings that ran on an H200 (cuda/NOTES.md, fifth session): at d = 128, N = 64, a 4-stage
-// ring (about 45 KB, so more CTAs a SM) was the fastest of 4, 6 and 10 stages and of two math
-// warpgroups on 6 or 8 (64 x 64K decode logits 0.184 ms against 0.193-0.258 ms); d = 64 and N = 8
-// keep the 6-stage ring they were tested with.
-template <int D, bool Pipe>
-Status launch_paged_tma_ring(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
-  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 6, Pipe>>(kp, grid, stream);
-  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 4, Pipe>>(kp, grid, stream);
-  return launch_paged_tma_cfg<TmaCfg<D, 64, 6, Pipe>>(kp, grid, stream);
-}
+// The rings that ran on an H200 (cuda/NOTES.md, fifth and sixth sessions): at d = 128, N = 64, a
+// 4-stage ring (about 45 KB, 5 CTAs an SM) was the fastest of 3, 4, 6, 8 and 10 stages and of two
+// math warpgroups on 6 or 8 (64 x 64K decode logits, one wave: 0.168 ms, 3 stages 0.171; sized
+// for 16 CTAs an SM: 4 stages 0.176-0.178, 3 0.179-0.181, 6 0.206, 8 0.235); d = 64 and N = 8
+// keep the 6-stage ring they were tested with. The grid's chunks are resized by
+// launch_paged_tma_cfg.
 template <int D>
-Status launch_paged_tma(const LogitsKernelParams& kp, int cols, DecodeKernel k, dim3 grid, cudaStream_t stream) {
-  return k == DecodeKernel::kTmaPipelined ? launch_paged_tma_ring<D, true>(kp, cols, grid, stream)
-                                          : launch_paged_tma_ring<D, false>(kp, cols, grid, stream);
+Status launch_paged_tma(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
+  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 6>>(kp, grid, stream);
+  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 4>>(kp, grid, stream);
+  return launch_paged_tma_cfg<TmaCfg<D, 64, 6>>(kp, grid, stream);
 }
 
 // Prefill logits run on logits_ws_kernel (the default since it passed the GPU tests and the
@@ -987,15 +950,19 @@ int num_sms() {
   return n;
 }
 
+// Key blocks per CTA when n_blocks are split into about `chunks` chunks: at least 16 (the Q tile
+// and the pipeline's start are paid per CTA), at most all of them.
+int64_t blocks_per_chunk(int64_t n_blocks, int64_t chunks) {
+  int64_t bpc = (n_blocks + max64(chunks, 1) - 1) / max64(chunks, 1);
+  bpc = max64(bpc, 16);
+  return min64(bpc, max64(n_blocks, 1));
+}
+
 // Key blocks per CTA: enough chunks that about `waves` CTAs per SM exist (few, large ones keep
 // the Q tile reuse; many small ones avoid a lone tail wave in decode).
 int64_t choose_blocks_per_cta(int64_t ctas_rows, int64_t n_blocks, int64_t waves) {
   const int64_t target = waves * num_sms();
-  const int64_t chunks = max64(1, (target + ctas_rows - 1) / ctas_rows);
-  int64_t bpc = (n_blocks + chunks - 1) / chunks;
-  bpc = max64(bpc, 16);
-  bpc = min64(bpc, max64(n_blocks, 1));
-  return bpc;
+  return blocks_per_chunk(n_blocks, (target + ctas_rows - 1) / ctas_rows);
 }
 
 // ---- wgmma probes: one m64n8k32 e4m3 or m64n8k16 bf16 instruction ---------------------------
@@ -1166,9 +1133,8 @@ Status launch_paged_logits_impl(const P& p, const char* what) {
   dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
   if constexpr (E == Elem::kE4m3) {
-    const DecodeKernel k = decode_kernel();
-    if (n == 64 && k != DecodeKernel::kV1 && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
-      return p.d == 64 ? launch_paged_tma<64>(kp, cols, k, grid, st) : launch_paged_tma<128>(kp, cols, k, grid, st);
+    if (n == 64 && use_tma_decode() && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
+      return p.d == 64 ? launch_paged_tma<64>(kp, cols, grid, st) : launch_paged_tma<128>(kp, cols, grid, st);
   }
   if (n == 64) return launch_logits_d<E, 64, 1>(kp, p.d, grid, st);
   if (n == 128) return launch_logits_d<E, 128, 1>(kp, p.d, grid, st);

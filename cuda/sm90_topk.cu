@@ -376,6 +376,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
   const int tid = threadIdx.x, lane = tid & 31;
   const unsigned rank = cluster.block_rank();
   const int64_t row = blockIdx.x / kClusterCtas;
+  pdl_wait();  // launched with launch_pdl: the logits kernel before it may still be finishing
   int64_t lo = p.ks ? p.ks[row] : 0;
   int64_t hi = p.ke ? p.ke[row] : p.cols;
   lo = max64(0, min64(lo, p.cols));
@@ -733,6 +734,7 @@ __global__ void __launch_bounds__(kST) topk_short_kernel(const TopkParams p, int
   __shared__ uint32_t s_bin, s_above, s_inbin, s_count;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row = blockIdx.x;
+  pdl_wait();  // launched with launch_pdl
   int64_t lo = p.ks ? p.ks[row] : 0;
   int64_t hi = p.ke ? p.ke[row] : p.cols;
   lo = max64(0, min64(lo, p.cols));
@@ -880,9 +882,8 @@ Status launch_cluster(const TopkParams& p, int kpow2, bool spec, size_t smem, un
       detail::topk_cluster_kernel<U, Pf>, cudaFuncAttributeMaxDynamicSharedMemorySize,
       static_cast<int>(detail::kClusterSmemMax));
   INDEXLAB_CUDA_CHECK(attr);
-  detail::topk_cluster_kernel<U, Pf><<<grid, detail::kCT, smem, stream>>>(p, kpow2, spec);
-  INDEXLAB_CUDA_CHECK(cudaGetLastError());
-  return Status::Ok();
+  return detail::launch_pdl(detail::topk_cluster_kernel<U, Pf>, dim3(grid), dim3(detail::kCT), smem, stream, p,
+                            kpow2, spec);
 }
 }  // namespace
 
@@ -914,9 +915,8 @@ Status launch_topk(const TopkParams& p) {
         detail::topk_short_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
         static_cast<int>(size_t{kMaxTopK} * 8 + detail::kSmallMaxCols * 4 + detail::kSB * 4));
     INDEXLAB_CUDA_CHECK(attr);
-    detail::topk_short_kernel<<<static_cast<unsigned>(p.rows), detail::kST, smem, stream>>>(p, kpow2, ncap);
-    INDEXLAB_CUDA_CHECK(cudaGetLastError());
-    return Status::Ok();
+    return detail::launch_pdl(detail::topk_short_kernel, dim3(static_cast<unsigned>(p.rows)), dim3(detail::kST), smem,
+                              stream, p, kpow2, ncap);
   }
   if (!legacy) {
     // INDEXLAB_TOPK_SPEC=0 turns the speculative first-pass capture off (tests force the

@@ -431,13 +431,14 @@ TEST(Sm90Paged, Fp8_NextN1to4_OutOfOrderPages) {
 }
 
 // The TMA paged decode kernel (the fp8 default where next_n * h <= 64; N = 8 columns at h = 8,
-// next_n = 1, as MISA decode's routed heads), with the consumer selected by INDEXLAB_DECODE
-// (decode = "tma" or "tma2", the pipelined one): bit-exact against the emulation at every head
+// next_n = 1, as MISA decode's routed heads): bit-exact against the emulation at every head
 // count that fits, d = 64 and 128 (64- and 128-byte swizzled pages), next_n 1 to 8, pages out of
 // order, empty, short and multi-chunk contexts, relative and absolute indices; 20 reruns
 // identical, and the same logits and selection as logits_kernel (INDEXLAB_DECODE=v1).
-void check_tma_decode(const char* decode) {
-  testing::ScopedEnv tma("INDEXLAB_DECODE", decode);
+TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
+  SKIP_WITHOUT_GPU();
+  const std::string decode = "tma";
+  testing::ScopedEnv tma("INDEXLAB_DECODE", decode.c_str());
   struct Shape {
     int h, d, next_n;
   };
@@ -445,7 +446,7 @@ void check_tma_decode(const char* decode) {
                           Shape{8, 128, 3}, Shape{8, 64, 8}, Shape{8, 128, 1}, Shape{8, 64, 1}}) {
     const std::vector<int32_t> ctx = {1, 64, 130, 700, 0, 4100};
     PagedInputs in = make_paged(6, sh.next_n, sh.h, sh.d, 96, ctx, seed_for("tma") + sh.h * 13 + sh.d + sh.next_n);
-    const std::string what = std::string(decode) + "_H" + std::to_string(sh.h) + "_D" + std::to_string(sh.d) +
+    const std::string what = decode + "_H" + std::to_string(sh.h) + "_D" + std::to_string(sh.d) +
                              "_NextN" + std::to_string(sh.next_n);
     check_paged(in, Options{}, what);
     Options abs;
@@ -456,7 +457,7 @@ void check_tma_decode(const char* decode) {
   Options o;
   o.want_logits = true;
   const Result t = testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_paged_fp8(in, o, r); },
-                                                            20, std::string(decode) + "_Reruns");
+                                                            20, decode + "_Reruns");
   testing::ScopedEnv v1("INDEXLAB_DECODE", "v1");
   Result d;
   const Status st = cuda::dsa_paged_fp8(in, o, &d);
@@ -465,17 +466,6 @@ void check_tma_decode(const char* decode) {
   EXPECT_EQ(0, std::memcmp(t.logits.data(), d.logits.data(), d.logits.size() * 4))
       << "the " << decode << " and v1 decode kernels disagree";
   EXPECT_EQ(t.index, d.index);
-}
-
-TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
-  SKIP_WITHOUT_GPU();
-  check_tma_decode("tma");
-}
-
-// The pipelined consumer (INDEXLAB_DECODE=tma2, opt-in until it has run on a card).
-TEST(Sm90Paged, Fp8_TmaPipelinedDecodeKernel) {
-  SKIP_WITHOUT_GPU();
-  check_tma_decode("tma2");
 }
 
 // ---- top-k alone --------------------------------------------------------------------------
