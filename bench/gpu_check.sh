@@ -1,9 +1,7 @@
 #!/bin/bash
 # One GPU-machine session in one call: the GPU tests (default kernels, then the DSA / HISA / MISA /
-# paged tests again on the v1 logits kernels, the opt-in pipelined TMA decode consumer's tests in
-# their own processes), the side-by-side prefill (ws vs v1) and decode (v1, TMA, pipelined TMA)
-# benchmarks, DSA and MISA decode on both TMA consumers, and
-# compute-sanitizer memcheck and racecheck on prefill and paged decode. Every step
+# paged tests again on the v1 logits kernels), the side-by-side prefill (ws vs v1) and decode (v1
+# vs TMA) benchmarks, DSA and MISA decode, and compute-sanitizer memcheck and racecheck on prefill and paged decode. Every step
 # has its own time limit, so a hang costs one step, not the session, and output streams as it
 # comes.
 #
@@ -46,12 +44,7 @@ case "$cmd" in
       grep -E '^\[  FAILED|Failure|ERROR SUMMARY|RACECHECK SUMMARY' "$out/$name.log" | sort -u | head -8
       tail -3 "$out/$name.log"
     }
-    step test_cuda 240 ./test_cuda --gtest_brief=1 --gtest_filter='-Sm90Paged.Fp8_TmaPipelinedDecodeKernel'
-    # The opt-in pipelined TMA consumer (INDEXLAB_DECODE=tma2) in its own processes: a fault there
-    # must not take the rest down.
-    step test_tma2 90 ./test_cuda --gtest_brief=1 --gtest_filter='Sm90Paged.Fp8_TmaPipelinedDecodeKernel'
-    step test_tma2_paged 150 env INDEXLAB_DECODE=tma2 ./test_cuda --gtest_brief=1 \
-      --gtest_filter='Sm90Paged.Fp8_NextN1to4_OutOfOrderPages:Sm90MisaPaged.*'
+    step test_cuda 240 ./test_cuda --gtest_brief=1
     # The DSA / HISA / gather / MISA / paged tests again on the v1 kernels (logits_kernel for
     # prefill and for decode), which the differential tests judge the defaults against.
     step test_cuda_v1 300 env INDEXLAB_LOGITS=v1 INDEXLAB_DECODE=v1 ./test_cuda --gtest_brief=1 \
@@ -60,7 +53,7 @@ case "$cmd" in
     timeout 180 ./indexlab_bench --benchmark_min_time=0.3 \
       --benchmark_filter='BM_CudaCeiling|BM_CudaPrefillCausal(Bf16)?/S:(8192|32768)/|BM_CudaDecodePagedBf16' 2>&1 |
       grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee "$out/bench_prefill.txt"
-    echo "== fp8 paged decode: v1 (tma:0), TMA (default, tma:1), pipelined TMA (tma:2) (one process, twice)"
+    echo "== fp8 paged decode: v1 (tma:0), TMA (default, tma:1) (one process, twice)"
     for i in 1 2; do
       timeout 60 ./indexlab_bench --benchmark_min_time=0.3 \
         --benchmark_filter='BM_CudaCeilingCopy|BM_CudaDecodePaged/' 2>&1 |
@@ -68,18 +61,16 @@ case "$cmd" in
     done
     step memcheck 200 compute-sanitizer --tool memcheck ./test_cuda \
       --gtest_filter='Sm90Dsa.Fp8_V1LogitsKernel:Sm90DsaBf16.Bf16_TileBoundaries:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages:Sm90PagedBf16.Bf16_NextN1to4_OutOfOrderPages'
-    for d in tma tma2; do
-      echo "== DSA and MISA decode 64K, INDEXLAB_DECODE=$d"
-      INDEXLAB_DECODE=$d timeout 120 ./indexlab_bench --benchmark_min_time=0.2 \
-        --benchmark_filter='BM_SparseDecode/(dsa|misa).*/ctx:65536' 2>&1 |
-        grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee -a "$out/bench_sparse_decode.txt"
-    done
+    echo "== HISA (32K, 64K), MISA and MISA-dagger (64K) decode, each beside DSA"
+    timeout 120 ./indexlab_bench --benchmark_min_time=0.2 \
+      --benchmark_filter='BM_SparseDecode/.*/ctx:(32768|65536)' 2>&1 |
+      grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee -a "$out/bench_sparse_decode.txt"
     step memcheck_tma 150 compute-sanitizer --tool memcheck ./test_cuda \
-      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Paged.Fp8_TmaPipelinedDecodeKernel'
+      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel'
     step racecheck 300 compute-sanitizer --tool racecheck ./test_cuda \
       --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_EmptyRangesAndPackedBatches:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages'
     step racecheck_tma 300 compute-sanitizer --tool racecheck ./test_cuda \
-      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Paged.Fp8_TmaPipelinedDecodeKernel'
+      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel'
     ;;
   *)
     sed -n '2,14p' "$0"
