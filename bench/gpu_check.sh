@@ -1,17 +1,22 @@
 #!/bin/bash
 # One GPU-machine session in one call: the GPU tests (default kernels, then the DSA / HISA / MISA /
 # paged tests again on the v1 logits kernels), the side-by-side prefill (ws vs v1) and decode (v1
-# vs TMA) benchmarks, DSA and MISA decode, and compute-sanitizer memcheck and racecheck on prefill and paged decode. Every step
-# has its own time limit, so a hang costs one step, not the session, and output streams as it
-# comes.
+# vs TMA) benchmarks, the top-k beside torch.topk, HISA / MISA / MISA-dagger decode beside DSA, and
+# compute-sanitizer memcheck and racecheck. Every step has its own time limit, so a hang costs one
+# step, not the session, and output streams as it comes.
 #
 #   bench/gpu_check.sh prepare BUILD_DIR [DEST]   on the build machine: copies test_cuda,
 #                                                 indexlab_bench, indexlab, bench/torch_topk.py
 #                                                 and the shared libraries a bare Ubuntu 24.04
 #                                                 GPU machine lacks into DEST (default .carry)
-#   bench/gpu_check.sh run [DIR] [OUT]            on the GPU machine, from DIR (default: where
+#   bench/gpu_check.sh run [DIR] [OUT] [STEPS]    on the GPU machine, from DIR (default: where
 #                                                 the script lies); logs go to OUT (default $OUT
-#                                                 or ./gpu_check_out)
+#                                                 or ./gpu_check_out); STEPS, an extended regex,
+#                                                 runs only the steps whose names match (default:
+#                                                 all). `gpu_check.sh steps` lists them.
+#
+# On an H200 all of it takes about 8-10 minutes, more than one 600 s device call: split it, e.g.
+# STEPS='^(test|bench)' then '^(memcheck|racecheck)'.
 set -u
 cmd=${1:-}
 case "$cmd" in
@@ -27,16 +32,29 @@ case "$cmd" in
     done
     echo "prepared $dest: $(ls "$dest" | tr '\n' ' ')"
     ;;
-  run)
+  run | steps)
     dir=${2:-$(dirname "$0")}
     out=${3:-${OUT:-./gpu_check_out}}
-    mkdir -p "$out"
-    cd "$dir" || exit 2
-    export LD_LIBRARY_PATH=$PWD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.draw --format=csv,noheader
+    only=${4:-.}
+    listing=0
+    [ "$cmd" = steps ] && listing=1
+    if [ $listing = 0 ]; then
+      mkdir -p "$out"
+      cd "$dir" || exit 2
+      export LD_LIBRARY_PATH=$PWD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.draw --format=csv,noheader
+    fi
+    wanted() {  # wanted NAME LIMIT: whether the step runs (prints it instead under `steps`)
+      if [ $listing = 1 ]; then
+        echo "$1 (limit ${2}s)"
+        return 1
+      fi
+      [[ $1 =~ $only ]]
+    }
     step() {  # step NAME SECONDS COMMAND...: run with a limit, log to OUT/NAME.log, show the tail
       local name=$1 limit=$2
       shift 2
+      wanted "$name" "$limit" || return 0
       echo "== $name (limit ${limit}s)"
       timeout "$limit" "$@" > "$out/$name.log" 2>&1
       local rc=$?
@@ -44,36 +62,39 @@ case "$cmd" in
       grep -E '^\[  FAILED|Failure|ERROR SUMMARY|RACECHECK SUMMARY' "$out/$name.log" | sort -u | head -8
       tail -3 "$out/$name.log"
     }
+    bench() {  # bench NAME SECONDS FILTER: indexlab_bench rows matching FILTER, logged and shown
+      local name=$1 limit=$2 filter=$3
+      wanted "$name" "$limit" || return 0
+      echo "== $name (limit ${limit}s)"
+      timeout "$limit" ./indexlab_bench --benchmark_min_time=0.3 --benchmark_filter="$filter" > "$out/$name.log" 2>&1
+      local rc=$?
+      echo "rc=$rc$([ $rc = 124 ] && echo ' (timed out)')"
+      grep -E '^BM_|rror' "$out/$name.log" | sed 's/min_time:0.[0-9]*\///'
+    }
     step test_cuda 240 ./test_cuda --gtest_brief=1
     # The DSA / HISA / gather / MISA / paged tests again on the v1 kernels (logits_kernel for
     # prefill and for decode), which the differential tests judge the defaults against.
     step test_cuda_v1 300 env INDEXLAB_LOGITS=v1 INDEXLAB_DECODE=v1 ./test_cuda --gtest_brief=1 \
       --gtest_filter='Sm90Dsa*:Sm90Hisa*:Sm90Gather*:Sm90Misa*:Sm90Paged*'
-    echo "== prefill (ws: default, v1: logits_kernel) and bf16 paged decode (one process)"
-    timeout 180 ./indexlab_bench --benchmark_min_time=0.3 \
-      --benchmark_filter='BM_CudaCeiling|BM_CudaPrefillCausal(Bf16)?/S:(8192|32768)/|BM_CudaDecodePagedBf16' 2>&1 |
-      grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee "$out/bench_prefill.txt"
-    echo "== fp8 paged decode: v1 (tma:0), TMA (default, tma:1) (one process, twice)"
-    for i in 1 2; do
-      timeout 60 ./indexlab_bench --benchmark_min_time=0.3 \
-        --benchmark_filter='BM_CudaCeilingCopy|BM_CudaDecodePaged/' 2>&1 |
-        grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee -a "$out/bench_decode.txt"
-    done
+    # Prefill (ws: default, v1: logits_kernel) and bf16 paged decode, one process.
+    bench bench_prefill 180 'BM_CudaCeiling|BM_CudaPrefillCausal(Bf16)?/S:(8192|32768)/|BM_CudaDecodePagedBf16'
+    # fp8 paged decode, v1 (tma:0) beside TMA (the default, tma:1), twice; the top-k alone.
+    bench bench_decode1 60 'BM_CudaCeilingCopy|BM_CudaDecodePaged/'
+    bench bench_decode2 60 'BM_CudaCeilingCopy|BM_CudaDecodePaged/|BM_CudaTopk'
+    step bench_torch_topk 60 python3 torch_topk.py
+    # HISA (32K, 64K), MISA and MISA-dagger (64K) decode, each beside DSA.
+    bench bench_sparse_decode 120 'BM_SparseDecode/.*/ctx:(32768|65536)'
     step memcheck 200 compute-sanitizer --tool memcheck ./test_cuda \
       --gtest_filter='Sm90Dsa.Fp8_V1LogitsKernel:Sm90DsaBf16.Bf16_TileBoundaries:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages:Sm90PagedBf16.Bf16_NextN1to4_OutOfOrderPages'
-    echo "== HISA (32K, 64K), MISA and MISA-dagger (64K) decode, each beside DSA"
-    timeout 120 ./indexlab_bench --benchmark_min_time=0.2 \
-      --benchmark_filter='BM_SparseDecode/.*/ctx:(32768|65536)' 2>&1 |
-      grep -E '^BM_|rror' | sed 's/min_time:0.[0-9]*\///' | tee -a "$out/bench_sparse_decode.txt"
-    step memcheck_tma 150 compute-sanitizer --tool memcheck ./test_cuda \
-      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel'
+    step memcheck_tma_topk 150 compute-sanitizer --tool memcheck ./test_cuda \
+      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Topk.*'
     step racecheck 300 compute-sanitizer --tool racecheck ./test_cuda \
       --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_EmptyRangesAndPackedBatches:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages'
     step racecheck_tma 300 compute-sanitizer --tool racecheck ./test_cuda \
       --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel'
     ;;
   *)
-    sed -n '2,14p' "$0"
+    sed -n '2,21p' "$0"
     exit 2
     ;;
 esac
