@@ -234,40 +234,34 @@ Status make_decode(bool bf16, int64_t batch, int64_t ctx, int h, int d, int k, i
   struct CacheMemo {
     bool bf16 = false;
     int64_t num_pages = -1, page_bytes = -1;
-    uint64_t seed = 0;
+    uint64_t seed = 0, state_after = 0;  // the generator's state after the cache
     std::vector<uint8_t> bytes;
-    uint64_t state_after = 0;
   };
   static CacheMemo memo;
-  const bool hit = memo.bf16 == bf16 && memo.num_pages == num_pages && memo.page_bytes == page_bytes &&
-                   memo.seed == seed;
-  if (!hit) {
-    memo.bytes.clear();
-    memo.num_pages = -1;
-  }
-  std::vector<uint8_t>& cache = memo.bytes;
-  if (hit) st = memo.state_after;
-  if (!hit) cache.resize(static_cast<size_t>(num_pages * page_bytes));
-  for (int64_t pg = 0; !hit && pg < num_pages; ++pg) {
-    uint8_t* base = cache.data() + pg * page_bytes;
-    if (bf16) {
-      for (int64_t i = 0; i < 64 * d; ++i) {
-        const uint16_t v = rand_bf16(st);
-        std::memcpy(base + 2 * i, &v, 2);
+  if (memo.bf16 != bf16 || memo.num_pages != num_pages || memo.page_bytes != page_bytes || memo.seed != seed) {
+    memo.num_pages = -1;  // invalid until filled
+    memo.bytes.assign(static_cast<size_t>(num_pages * page_bytes), 0);
+    for (int64_t pg = 0; pg < num_pages; ++pg) {
+      uint8_t* base = memo.bytes.data() + pg * page_bytes;
+      if (bf16) {
+        for (int64_t i = 0; i < 64 * d; ++i) {
+          const uint16_t v = rand_bf16(st);
+          std::memcpy(base + 2 * i, &v, 2);
+        }
+      } else {
+        for (int64_t i = 0; i < 64 * d; ++i) base[i] = rand_code(st);
       }
-    } else {
-      for (int64_t i = 0; i < 64 * d; ++i) base[i] = rand_code(st);
+      float* scl = reinterpret_cast<float*>(base + 64 * d * eb);
+      for (int i = 0; i < 64; ++i) scl[i] = 0.5f + rand_unit(st);
     }
-    float* scl = reinterpret_cast<float*>(base + 64 * d * eb);
-    for (int i = 0; i < 64; ++i) scl[i] = 0.5f + rand_unit(st);
-  }
-  if (!hit) {
     memo.bf16 = bf16;
     memo.num_pages = num_pages;
     memo.page_bytes = page_bytes;
     memo.seed = seed;
     memo.state_after = st;
   }
+  st = memo.state_after;
+  const std::vector<uint8_t>& cache = memo.bytes;
   std::vector<int32_t> bt(static_cast<size_t>(num_pages));
   std::iota(bt.begin(), bt.end(), 0);
   for (int64_t i = num_pages - 1; i > 0; --i) std::swap(bt[i], bt[splitmix(st) % (i + 1)]);

@@ -858,8 +858,9 @@ Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t p
 int num_sms();
 int64_t blocks_per_chunk(int64_t n_blocks, int64_t chunks);
 
+// ctas_rows: the grid's x (row groups); launch_paged_tma_cfg picks its chunks (y).
 template <class C>
-Status launch_paged_tma_cfg(LogitsKernelParams kp, dim3 grid, cudaStream_t stream) {
+Status launch_paged_tma_cfg(LogitsKernelParams kp, int64_t ctas_rows, cudaStream_t stream) {
   static_assert(C::kTotal <= kMaxSmem, "paged TMA kernel shared memory");
   // The last map this thread encoded is reused while the cache it describes stays the same (a
   // decode loop launches on one cache step after step; encoding costs a driver call).
@@ -883,15 +884,25 @@ Status launch_paged_tma_cfg(LogitsKernelParams kp, dim3 grid, cudaStream_t strea
   auto kernel = paged_tma_kernel<C>;
   INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kTotal));
   // One wave: as many CTAs as the SMs hold at once (floor(slots / rows) chunks a sequence), so no
-  // tail wave runs on a few SMs. On an H200, 64 x 64K decode logits took 0.168 ms so, against
-  // 0.176 with the chunks sized for 16 CTAs an SM and 0.172 / 0.174 at two / three waves.
-  int per_sm = 0;
-  INDEXLAB_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, C::kThreads, C::kTotal));
-  const int64_t slots = static_cast<int64_t>(max64(per_sm, 1)) * num_sms();
-  kp.blocks_per_cta = min64(blocks_per_chunk(kp.n_blocks, slots / grid.x), kMaxPagedBlocksPerCta);
+  // tail wave runs on a few SMs. On an H200, 64 x 64K decode logits took 0.168 ms, against
+  // 0.176 with the chunks sized for 16 CTAs an SM and 0.172 / 0.174 at two / three waves. The
+  // CTAs an SM are a property of the instantiation (on the one device num_sms() describes), so
+  // they are asked for once, not at every decode step.
+  struct Occupancy {
+    cudaError_t err;
+    int per_sm;
+  };
+  static const Occupancy occ = [] {
+    Occupancy o{cudaSuccess, 0};
+    o.err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o.per_sm, paged_tma_kernel<C>, C::kThreads, C::kTotal);
+    return o;
+  }();
+  INDEXLAB_CUDA_CHECK(occ.err);
+  const int64_t slots = static_cast<int64_t>(max64(occ.per_sm, 1)) * num_sms();
+  kp.blocks_per_cta = min64(blocks_per_chunk(kp.n_blocks, slots / ctas_rows), kMaxPagedBlocksPerCta);
   const int64_t chunks = (kp.n_blocks + kp.blocks_per_cta - 1) / kp.blocks_per_cta;
   if (chunks > 65535) return error("max_pages = ", kp.n_blocks, " is too large");
-  grid.y = static_cast<unsigned>(chunks);
+  const dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
   kernel<<<grid, C::kThreads, C::kTotal, stream>>>(kp, map);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
@@ -901,13 +912,12 @@ Status launch_paged_tma_cfg(LogitsKernelParams kp, dim3 grid, cudaStream_t strea
 // 4-stage ring (about 45 KB, 5 CTAs an SM) was the fastest of 3, 4, 6, 8 and 10 stages and of two
 // math warpgroups on 6 or 8 (64 x 64K decode logits, one wave: 0.168 ms, 3 stages 0.171; sized
 // for 16 CTAs an SM: 4 stages 0.176-0.178, 3 0.179-0.181, 6 0.206, 8 0.235); d = 64 and N = 8
-// keep the 6-stage ring they were tested with. The grid's chunks are resized by
-// launch_paged_tma_cfg.
+// keep the 6-stage ring they were tested with.
 template <int D>
-Status launch_paged_tma(const LogitsKernelParams& kp, int cols, dim3 grid, cudaStream_t stream) {
-  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 6>>(kp, grid, stream);
-  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 4>>(kp, grid, stream);
-  return launch_paged_tma_cfg<TmaCfg<D, 64, 6>>(kp, grid, stream);
+Status launch_paged_tma(const LogitsKernelParams& kp, int cols, int64_t ctas_rows, cudaStream_t stream) {
+  if (cols <= 8) return launch_paged_tma_cfg<TmaCfg<D, 8, 6>>(kp, ctas_rows, stream);
+  if constexpr (D == 128) return launch_paged_tma_cfg<TmaCfg<D, 64, 4>>(kp, ctas_rows, stream);
+  return launch_paged_tma_cfg<TmaCfg<D, 64, 6>>(kp, ctas_rows, stream);
 }
 
 // Prefill logits run on logits_ws_kernel (the default since it passed the GPU tests and the
@@ -1126,16 +1136,17 @@ Status launch_paged_logits_impl(const P& p, const char* what) {
   kp.groups_per_seq = (p.next_n + rows - 1) / rows;
   const int64_t ctas_rows = p.batch * kp.groups_per_seq;
   if (ctas_rows > INT32_MAX) return error("batch = ", p.batch, " is too large");
+  cudaStream_t st = static_cast<cudaStream_t>(p.stream);
+  if constexpr (E == Elem::kE4m3) {  // the TMA kernel sizes its own chunks
+    if (n == 64 && use_tma_decode() && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
+      return p.d == 64 ? launch_paged_tma<64>(kp, cols, ctas_rows, st)
+                       : launch_paged_tma<128>(kp, cols, ctas_rows, st);
+  }
   kp.blocks_per_cta = std::min<int64_t>(choose_blocks_per_cta(ctas_rows, kp.n_blocks, 16),
                                         kMaxPagedBlocksPerCta);
   const int64_t chunks = (kp.n_blocks + kp.blocks_per_cta - 1) / kp.blocks_per_cta;
   if (chunks > 65535) return error("max_pages = ", p.max_pages, " is too large");
-  dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
-  cudaStream_t st = static_cast<cudaStream_t>(p.stream);
-  if constexpr (E == Elem::kE4m3) {
-    if (n == 64 && use_tma_decode() && kp.num_pages > 0 && reinterpret_cast<uintptr_t>(p.cache) % 16 == 0)
-      return p.d == 64 ? launch_paged_tma<64>(kp, cols, grid, st) : launch_paged_tma<128>(kp, cols, grid, st);
-  }
+  const dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
   if (n == 64) return launch_logits_d<E, 64, 1>(kp, p.d, grid, st);
   if (n == 128) return launch_logits_d<E, 128, 1>(kp, p.d, grid, st);
   if (nwg == 1) return launch_logits_d<E, 256, 1>(kp, p.d, grid, st);

@@ -437,8 +437,7 @@ TEST(Sm90Paged, Fp8_NextN1to4_OutOfOrderPages) {
 // identical, and the same logits and selection as logits_kernel (INDEXLAB_DECODE=v1).
 TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   SKIP_WITHOUT_GPU();
-  const std::string decode = "tma";
-  testing::ScopedEnv tma("INDEXLAB_DECODE", decode.c_str());
+  testing::ScopedEnv tma("INDEXLAB_DECODE", "tma");
   struct Shape {
     int h, d, next_n;
   };
@@ -446,8 +445,8 @@ TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
                           Shape{8, 128, 3}, Shape{8, 64, 8}, Shape{8, 128, 1}, Shape{8, 64, 1}}) {
     const std::vector<int32_t> ctx = {1, 64, 130, 700, 0, 4100};
     PagedInputs in = make_paged(6, sh.next_n, sh.h, sh.d, 96, ctx, seed_for("tma") + sh.h * 13 + sh.d + sh.next_n);
-    const std::string what = decode + "_H" + std::to_string(sh.h) + "_D" + std::to_string(sh.d) +
-                             "_NextN" + std::to_string(sh.next_n);
+    const std::string what =
+        "Tma_H" + std::to_string(sh.h) + "_D" + std::to_string(sh.d) + "_NextN" + std::to_string(sh.next_n);
     check_paged(in, Options{}, what);
     Options abs;
     abs.index_base = ref::IndexBase::kAbsolute;
@@ -457,14 +456,14 @@ TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   Options o;
   o.want_logits = true;
   const Result t = testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_paged_fp8(in, o, r); },
-                                                            20, decode + "_Reruns");
+                                                            20, "Tma_Reruns");
   testing::ScopedEnv v1("INDEXLAB_DECODE", "v1");
   Result d;
   const Status st = cuda::dsa_paged_fp8(in, o, &d);
   ASSERT_TRUE(st.ok()) << st.message();
   ASSERT_EQ(t.logits.size(), d.logits.size());
   EXPECT_EQ(0, std::memcmp(t.logits.data(), d.logits.data(), d.logits.size() * 4))
-      << "the " << decode << " and v1 decode kernels disagree";
+      << "the TMA and v1 decode kernels disagree";
   EXPECT_EQ(t.index, d.index);
 }
 
