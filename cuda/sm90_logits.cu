@@ -11,6 +11,7 @@
 
 #include "cuda/api.h"
 #include "cuda/sm90_common.cuh"
+#include "cuda/sm90_tma.cuh"
 #include "cuda/sm90_wgmma_gen.cuh"
 
 namespace indexlab::cuda {
@@ -459,27 +460,6 @@ __device__ __forceinline__ float2 ld_shared_f2(uint32_t addr) {
   asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
   return v;
 }
-__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
-}
-__device__ __forceinline__ bool mbar_try_wait(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  asm volatile(
-      "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-      " selp.u32 %0, 1, 0, p;\n}\n"
-      : "=r"(done)
-      : "r"(smem_u32(bar)), "r"(parity)
-      : "memory");
-  return done != 0;
-}
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
-  while (!mbar_try_wait(bar, parity)) {
-  }
-}
-
 constexpr int kWsMathWarpgroups = 4;
 constexpr int kWsN = 128;           // (query, head) columns per math warpgroup
 constexpr int kWsThreads = kWsMathWarpgroups * 128 + 128;  // + one producer warpgroup
@@ -658,47 +638,6 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
 // decode's 8 routed heads), else 64. The default for those shapes; INDEXLAB_DECODE=v1 selects
 // logits_kernel. Its prologue and epilogue are the shared pieces above, as in logits_kernel.
 
-__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int c0, int c1, int c2,
-                                            uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
-          smem_u32(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_u32(bar))
-      : "memory");
-}
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
-                   smem_u32(dst)),
-               "l"(src), "r"(bytes), "r"(smem_u32(bar))
-               : "memory");
-}
-/// Descriptor of a K-major tile whose rows of rb bytes were written by TMA with the rb-byte swizzle
-/// (rb = 128: layout type 1, 128B; rb = 64: type 2, 64B); 8-row groups are 8 rb bytes apart (SBO);
-/// LBO is unused for these layouts. The tile must start on a 1024-byte boundary; a k-step of 32
-/// bytes adds 32 to the start address (the hardware applies the swizzle to the address bits).
-__device__ __forceinline__ uint64_t make_desc_swizzled(uint32_t smem_addr, int rb) {
-  uint64_t d = static_cast<uint64_t>((smem_addr >> 4) & 0x3FFF);
-  d |= static_cast<uint64_t>(1) << 16;
-  d |= static_cast<uint64_t>(((8 * rb) >> 4) & 0x3FFF) << 32;
-  d |= static_cast<uint64_t>(rb == 128 ? 1 : 2) << 62;
-  return d;
-}
-
-// An mbarrier wait that gives up: a phase that has not completed after ~2^34 cycles (seconds) means
-// a lost arrival or byte count, and the kernel traps (the launch fails with an illegal-instruction
-// error) instead of hanging the process. No message: a printf here is a function call, and ptxas
-// then serializes every wgmma of the kernel (C7510, "wgmma pipeline crossing function boundary").
-__device__ __forceinline__ void mbar_wait_or_trap(uint64_t* bar, uint32_t parity) {
-  const long long t0 = clock64();
-  while (!mbar_try_wait(bar, parity)) {
-    if (clock64() - t0 > (1ll << 34)) __trap();
-  }
-}
-
 /// A configuration of paged_tma_kernel: D (key bytes a row), N (wgmma columns: next_n * h fits),
 /// a ring of S stages. (Two math warpgroups taking turns on the ring, 2x6 and 2x8, ran on an H200
 /// in the fifth session and were not faster than one on 4 stages; a pipelined consumer, the next
@@ -831,9 +770,11 @@ bool use_tma_decode() {
   return e == nullptr || std::strcmp(e, "v1") != 0;
 }
 
-/// The tensor map of a paged fp8 cache's key rows: [num_pages, 64, d] bytes with page stride
-/// page_bytes, boxes of one page, swizzled as make_desc_swizzled expects.
-Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t page_bytes, CUtensorMap* map) {
+namespace {
+/// cuTensorMapEncodeTiled, fetched from the driver once (the runtime links no driver library).
+Status encode_tiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, const void* base,
+                    const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                    CUtensorMapSwizzle swizzle) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q{};
@@ -843,16 +784,35 @@ Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t p
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
   if (!encode) return error("cuTensorMapEncodeTiled is not available from the driver");
+  const cuuint32_t elem[3] = {1, 1, 1};
+  const CUresult r = encode(map, type, rank, const_cast<void*>(base), dims, strides, box, elem,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return error("cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ")");
+  return Status::Ok();
+}
+CUtensorMapSwizzle row_swizzle(int d) { return d == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B; }
+}  // namespace
+
+Status encode_page_map(const uint8_t* cache, int64_t num_pages, int d, int64_t page_bytes, CUtensorMap* map) {
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(d), 64, static_cast<cuuint64_t>(num_pages)};
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(d), static_cast<cuuint64_t>(page_bytes)};
   const cuuint32_t box[3] = {static_cast<cuuint32_t>(d), 64, 1};
-  const cuuint32_t elem[3] = {1, 1, 1};
-  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, const_cast<uint8_t*>(cache), dims, strides, box, elem,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            d == 128 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) return error("cuTensorMapEncodeTiled failed (CUresult ", static_cast<int>(r), ")");
-  return Status::Ok();
+  return encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 3, cache, dims, strides, box, row_swizzle(d));
+}
+
+Status encode_rows_map(const uint8_t* keys, int64_t nk, int d, CUtensorMap* map) {
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(d), static_cast<cuuint64_t>(nk)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(d)};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(d), 64};
+  return encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, keys, dims, strides, box, row_swizzle(d));
+}
+
+Status encode_vec_map(const float* v, int64_t n, int box_elems, CUtensorMap* map) {
+  const cuuint64_t dims[1] = {static_cast<cuuint64_t>(n)};
+  const cuuint64_t strides[1] = {4};  // unused at rank 1 (rank - 1 strides)
+  const cuuint32_t box[1] = {static_cast<cuuint32_t>(box_elems)};
+  return encode_tiled(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 1, v, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
 int num_sms();
