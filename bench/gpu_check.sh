@@ -87,11 +87,11 @@ case "$cmd" in
     step memcheck 200 compute-sanitizer --tool memcheck ./test_cuda \
       --gtest_filter='Sm90Dsa.Fp8_V1LogitsKernel:Sm90DsaBf16.Bf16_TileBoundaries:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages:Sm90PagedBf16.Bf16_NextN1to4_OutOfOrderPages'
     step memcheck_tma_topk 150 compute-sanitizer --tool memcheck ./test_cuda \
-      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Topk.*'
+      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Topk.*:Sm90Gather.TileMode*'
     step racecheck 300 compute-sanitizer --tool racecheck ./test_cuda \
       --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_EmptyRangesAndPackedBatches:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages'
     step racecheck_tma 300 compute-sanitizer --tool racecheck ./test_cuda \
-      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel'
+      --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Gather.TileMode*'
     ;;
   *)
     sed -n '2,19p' "$0"

@@ -162,10 +162,14 @@ struct Dev {
 
 // ---- Gather logits ----------------------------------------------------------------------------
 
+// Tile mode runs on the TMA kernel for 16..64 heads by default and on gather_kernel with
+// INDEXLAB_GATHER=v1 (and for 8 and 128 heads); both must give the emulation's bits.
 TEST(Sm90Gather, TileModeFlatBitExact) {
   SKIP_WITHOUT_GPU();
+  for (const char* path : {"default", "v1"})
   for (int d : {64, 128})
     for (int h : {8, 16, 32, 64, 128}) {
+      testing::ScopedEnv env("INDEXLAB_GATHER", std::string(path) == "v1" ? "v1" : nullptr);
       FlatCase c;
       c.nq = 7;
       c.nk = 700;
@@ -173,6 +177,7 @@ TEST(Sm90Gather, TileModeFlatBitExact) {
       c.d = d;
       const std::string what = "h" + std::to_string(h) + "_d" + std::to_string(d);
       Inputs in = make_flat(c, seed_for(what.c_str()));
+      SCOPED_TRACE(std::string("gather path ") + path);
       std::mt19937_64 rng(seed_for(("t" + what).c_str()));
       const int64_t mt = 9;
       std::vector<int32_t> ts(c.nq * mt), lo(c.nq), hi(c.nq);
@@ -308,6 +313,108 @@ TEST(Sm90Gather, ListModePagedBitExactWithBadPages) {
     EXPECT_EQ(bad, 0);
     EXPECT_GT(nans, 0) << "the bad page was never visible";
   }
+}
+
+// Paged tile mode: tiles on page boundaries (one TMA a page), tiles across two pages (the TMA
+// kernel's producer copies them itself), -1 tiles, tiles past the context, an out-of-range page
+// and a position past max_pages, pages out of order; both kernels bit-exact to the emulation.
+TEST(Sm90Gather, TileModePagedBitExactWithBadPages) {
+  SKIP_WITHOUT_GPU();
+  for (const char* path : {"default", "v1"})
+    for (int d : {64, 128})
+      for (int h : {16, 32, 64, 128})
+        for (int nn : {1, 3}) {
+          testing::ScopedEnv env("INDEXLAB_GATHER", std::string(path) == "v1" ? "v1" : nullptr);
+          const std::string what = std::string(path) + "_h" + std::to_string(h) + "_d" + std::to_string(d) +
+                                   "_nn" + std::to_string(nn);
+          SCOPED_TRACE(what);
+          PagedInputs pg = make_paged(3, nn, h, d, 16, {700, 64, 330}, seed_for(("tilepaged" + what).c_str()));
+          pg.block_table[2 * pg.max_pages + 1] = 1 << 28;  // sequence 2, positions 64..127: out of range
+          std::mt19937_64 rng(seed_for(("tiles" + what).c_str()));
+          const int64_t rows = pg.rows(), mt = 13;
+          std::vector<int32_t> ts(rows * mt), lo(rows, 0), hi(rows);
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t ctx = pg.context_lens[r / nn];
+            hi[r] = static_cast<int32_t>(std::max<int64_t>(0, std::min<int64_t>(ctx, ctx - nn + (r % nn) + 1)));
+            lo[r] = r % 4 == 1 ? static_cast<int32_t>(rng() % 100) : 0;
+            for (int64_t t = 0; t < mt; ++t) {
+              int64_t x;
+              switch (rng() % 4) {
+                case 0: x = static_cast<int64_t>(rng() % 13) * 64; break;  // a page
+                case 1: x = static_cast<int64_t>(rng() % 800); break;      // across two pages
+                case 2: x = -1; break;
+                default: x = static_cast<int64_t>(rng() % 12) * 64; break;
+              }
+              ts[r * mt + t] = static_cast<int32_t>(x);
+            }
+            ts[r * mt + 0] = 64;                                   // the bad page of sequence 2
+            ts[r * mt + 1] = static_cast<int32_t>(pg.max_pages * 64 - 32);  // past max_pages
+            ts[r * mt + mt - 1] = -1;                              // a trailing inactive tile
+          }
+          Dev<uint8_t> dq(codes_of(pg.q)), dc(pg.cache);
+          Dev<float> dw(pg.w), dl;
+          Dev<int32_t> dbt(pg.block_table), dts(ts), dlo(lo), dhi(hi);
+          const int64_t ld = mt * 64 + 3;
+          dl.alloc(rows * ld);
+          cuda::GatherLogitsParams gp;
+          gp.q = dq.p;
+          gp.w = dw.p;
+          gp.cache = dc.p;
+          gp.block_table = dbt.p;
+          gp.max_pages = pg.max_pages;
+          gp.num_pages = pg.num_pages;
+          gp.next_n = nn;
+          gp.lo = dlo.p;
+          gp.hi = dhi.p;
+          gp.tile_start = dts.p;
+          gp.max_tiles = mt;
+          gp.logits = dl.p;
+          gp.ld = ld;
+          gp.nq = rows;
+          gp.h = h;
+          gp.d = d;
+          Status st = cuda::launch_gather_logits_fp8(gp);
+          ASSERT_TRUE(st.ok()) << st.message();
+          const std::vector<float> out = dl.down();
+          std::vector<float> kv(d);
+          int64_t bad = 0, nans = 0, finite = 0, straddled = 0;
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t col = 0; col < ld; ++col) {
+              const float g = out[r * ld + col];
+              if (col >= mt * 64) {
+                if (bits(g) != 0xFFFFFFFFu && bad++ < 5) ADD_FAILURE() << "row " << r << " col " << col << " written";
+                continue;
+              }
+              const int32_t s = ts[r * mt + col / 64];
+              const int64_t key = s < 0 ? -1 : s + col % 64;
+              float e = -INFINITY;
+              if (key >= lo[r] && key < hi[r]) {
+                const int64_t lp = key / 64;
+                const int32_t page = lp < pg.max_pages ? pg.block_table[(r / nn) * pg.max_pages + lp] : -1;
+                if (page < 0 || page >= pg.num_pages) {
+                  e = NAN;
+                } else {
+                  const uint8_t* base = pg.cache.data() + page * pg.page_bytes();
+                  for (int x = 0; x < d; ++x) kv[x] = ref::e4m3_to_float(base[(key % 64) * d + x]);
+                  float sc;
+                  std::memcpy(&sc, base + 64 * d + (key % 64) * 4, 4);
+                  e = ref::emulate_sm90_dsa_logit(&pg.q[r * h * d], &pg.w[r * h], h, d, kv.data(), sc);
+                  ++finite;
+                  if (s % 64 != 0) ++straddled;
+                }
+              }
+              if (std::isnan(e)) {
+                ++nans;
+                if (!std::isnan(g) && bad++ < 5) ADD_FAILURE() << "row " << r << " col " << col << ": expected NaN, got " << g;
+              } else if (bits(g) != bits(e) && bad++ < 5) {
+                ADD_FAILURE() << "row " << r << " col " << col << " key " << key << " gpu " << g << " emu " << e;
+              }
+            }
+          EXPECT_EQ(bad, 0);
+          EXPECT_GT(nans, 0) << "the bad page was never visible";
+          EXPECT_GT(straddled, 0) << "no visible key in a tile across two pages";
+          EXPECT_GT(finite, 100);
+        }
 }
 
 TEST(Sm90Gather, RemapTileListAndPaged) {
