@@ -12,6 +12,7 @@
 
 namespace indexlab::cuda {
 namespace detail {
+int num_sms();  // sm90_logits.cu
 
 constexpr int kTopkThreads = 1024;
 
@@ -902,11 +903,17 @@ Status launch_topk(const TopkParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   // INDEXLAB_TOPK=legacy selects the one-CTA radix kernel, INDEXLAB_TOPK=cluster the cluster
   // kernel and INDEXLAB_TOPK=short the short-row kernel for rows of at most kSmallMaxCols
-  // columns (tests compare the paths). By default short rows take the short-row kernel.
+  // columns (tests compare the paths). By default short rows take the short-row kernel when there
+  // are many of them.
   const char* path = std::getenv("INDEXLAB_TOPK");
   const bool legacy = (path && std::strcmp(path, "legacy") == 0) ||
                       p.rows > INT32_MAX / detail::kClusterCtas;
-  const bool want_short = !path || std::strcmp(path, "short") == 0;
+  // Few rows (at most two an SM, e.g. HISA's 64 decode rows of 8192 candidates) take the cluster
+  // kernel even when short: one 256-thread CTA per row left most SMs idle and waited on its own
+  // latencies (H200, HISA decode's 64 x 8192, K = 2048: 0.041 ms, 0.037 with 1024-thread CTAs,
+  // against 0.021 ms for the cluster kernel).
+  const bool want_short =
+      (path && std::strcmp(path, "short") == 0) || (!path && p.rows > 2 * static_cast<int64_t>(detail::num_sms()));
   if (!legacy && want_short && p.cols <= detail::kSmallMaxCols) {
     const int ncap = static_cast<int>(std::max<int64_t>(p.cols, 1));
     const size_t smem = static_cast<size_t>(kpow2) * 8 + static_cast<size_t>(ncap) * 4 +
