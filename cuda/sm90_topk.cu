@@ -9,6 +9,7 @@
 
 #include "cuda/api.h"
 #include "cuda/sm90_common.cuh"
+#include "cuda/sm90_tma.cuh"
 
 namespace indexlab::cuda {
 namespace detail {
@@ -690,18 +691,16 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
 
 
 // ---- Short rows (cols <= kSmallMaxCols): one small CTA per row, the row's keys in shared memory --
-// Several rows per SM (256 threads and ~56 KB per row at 8192 columns, K = 2048). Radix passes
-// over the keys in shared memory with range-adaptive digits ((key - lo) >> sh over 2048 bins,
-// lo and sh from the row's key range, so scores of a narrow range still spread over the bins
-// instead of piling onto a few top-bit bins) narrow the group holding the K-th largest key until
-// it is one key T; keys above T are appended (order free), the ties at T are taken in ascending
-// index order (each thread owns a contiguous index range; one block scan ranks them), and the
-// winners are sorted by composite. Same output as the other kernels, bit for bit.
+// Several rows an SM (256 threads and ~53 KB a row at 8192 columns, K = 2048: 4 CTAs an SM on an
+// H200). The phases are described at topk_short_kernel.
 constexpr int64_t kSmallMaxCols = 16384;
-constexpr int kST = 256;              // threads
-constexpr int kSB = 2048;             // bins per pass
-constexpr int kSBT = kSB / kST;       // bins per thread
-constexpr int kSW = kST / 32;         // warps
+constexpr int kST = 256;                  // threads
+constexpr int kSW = kST / 32;             // warps
+constexpr int kNBBits = 10;               // histogram bins a pass: 1024
+constexpr int kNB = 1 << kNBBits;
+constexpr int kNBT = kNB / kST;           // bins a thread
+constexpr uint32_t kGroupCap = kNB / 2;   // composites the histogram's space holds
+constexpr uint32_t kShortMaxBucket = 32;  // a larger sort bucket: bitonic sort instead
 
 // Block-wide (kST threads) exclusive prefix sum in ascending thread order; *total gets the sum.
 __device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp, uint32_t* total) {
@@ -726,27 +725,82 @@ __device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp
   return before + incl - v;
 }
 
+// The short-row kernel. Phases (one CTA a row, kST threads):
+//  1. Load: one bulk copy (cp.async.bulk, the TMA engine) brings the row's 16-byte aligned body
+//     into shared memory; the threads load the at most 3 + 3 columns before and after it. One pass
+//     turns the floats into keys in place and reduces count, min and max.
+//  2. Select: a first pass bins the values linearly over [min, max] (floor((x - min) * 1024 /
+//     (max - min)): monotone in x, so every bin is a contiguous key range). That spreads scores
+//     of any range evenly, where a digit of the key's top bits piles them onto a few bins and the
+//     shared atomics serialize.
+//     Fast path, when the bin holding the K-th largest has at most kGroupCap keys: one pass
+//     appends the keys of the higher bins to the winners and gathers the bin's own keys; each of
+//     those is ranked among them by composite (key, then lower index), and the top `need` join
+//     the winners. Otherwise the bin (or, for rows whose range is not finite, the whole row) is
+//     refined by range-adaptive key digits ((key - lo) >> sh over 1024 bins) down to one key T.
+//  3. Collect (not on the fast path): keys above T, or at and above T when T's whole group is
+//     taken, one shared atomic a warp and chunk; ties at T in ascending index order (a warp owns
+//     a contiguous index range and ranks its ties in 32-column chunks; one block scan gives the
+//     warps' bases).
+//  4. Sort: bucket the winners by value, count, scan, scatter, rank within the bucket; a bucket
+//     over kShortMaxBucket sends the row to a bitonic sort. Write.
+// Same output as the other kernels, bit for bit. On an H200, 16384 rows x 8192, K = 2048: 0.842
+// ms, against 2.19 ms for the previous form (2048 key-digit bins from the first pass, a
+// 256-thread load loop, one atomic a winner, a bitonic sort of every row's winners) in the same
+// run (cuda/NOTES.md, eighth session).
+__device__ __forceinline__ uint32_t lin_bin(uint32_t key, float xmin, float scale) {
+  const float t = (key_float(key) - xmin) * scale;
+  return min(__float2uint_rz(t), static_cast<uint32_t>(kNB - 1));
+}
+
 __global__ void __launch_bounds__(kST) topk_short_kernel(const TopkParams p, int kpow2, int ncap) {
   extern __shared__ __align__(16) uint64_t smem[];
-  uint64_t* win = smem;                                        // [kpow2]
-  uint32_t* keys = reinterpret_cast<uint32_t*>(smem + kpow2);  // [ncap]
-  uint32_t* hist = keys + ncap;                                // [kSB]
+  uint64_t* win = smem;                                                    // [max(kpow2, 2)]
+  uint32_t* keys_base = reinterpret_cast<uint32_t*>(smem + max(kpow2, 2));  // 16-byte aligned
+  // [kNB], 8-byte aligned (the group buffer reuses it); the key region holds
+  // max(ncap + 4, 2 kpow2) words rounded up to 4 (the sorted winners reuse it).
+  uint32_t* hist = keys_base + ((max(ncap + 4, 2 * kpow2) + 3) & ~3);
   __shared__ uint32_t s_warp[kSW], s_min[kSW], s_max[kSW];
-  __shared__ uint32_t s_bin, s_above, s_inbin, s_count;
+  __shared__ uint32_t s_bin, s_above, s_inbin, s_count, s_gcount, s_gmin, s_gmax, s_maxb;
+  __shared__ __align__(8) uint64_t bar;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row = blockIdx.x;
+  int64_t lo = 0, hi = p.cols;
   pdl_wait();  // launched with launch_pdl
-  int64_t lo = p.ks ? p.ks[row] : 0;
-  int64_t hi = p.ke ? p.ke[row] : p.cols;
+  if (p.ks) lo = p.ks[row];
+  if (p.ke) hi = p.ke[row];
   lo = max64(0, min64(lo, p.cols));
   hi = max64(lo, min64(hi, p.cols));
   const int n = static_cast<int>(min64(hi - lo, ncap));
   const float* x = p.logits + row * p.ld + lo;
   const uint32_t k = static_cast<uint32_t>(p.k);
 
+  // 1. Load: columns [0, head) and [head + body, n) by the threads, [head, head + body) by one
+  // bulk copy to keys + head, which is 16-byte aligned.
+  const int head = min(n, static_cast<int>(((16u - (reinterpret_cast<uintptr_t>(x) & 15u)) & 15u) >> 2));
+  const int body = (n - head) & ~3;
+  uint32_t* keys = keys_base + ((4 - head) & 3);
+  if (tid == 0) {
+    mbar_init(&bar, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    s_count = 0;
+    s_gcount = 0;
+    s_gmin = 0xFFFFFFFFu;
+    s_gmax = 0u;
+    s_maxb = 0u;
+  }
+  __syncthreads();
+  if (tid == 0 && body > 0) {
+    mbar_arrive_expect_tx(&bar, static_cast<uint32_t>(body) * 4u);
+    bulk_load(keys + head, x + head, static_cast<uint32_t>(body) * 4u, &bar);
+  }
+  if (tid < head) keys[tid] = __float_as_uint(x[tid]);
+  if (tid < n - head - body) keys[head + body + tid] = __float_as_uint(x[head + body + tid]);
+  if (body > 0) mbar_wait(&bar, 0);
+  __syncthreads();
   uint32_t valid = 0, kmin = 0xFFFFFFFFu, kmax = 0u;
   for (int i = tid; i < n; i += kST) {
-    const uint32_t key = float_key(x[i]);
+    const uint32_t key = float_key(__uint_as_float(keys[i]));
     keys[i] = key;
     if (key != 0u) {
       ++valid;
@@ -762,7 +816,6 @@ __global__ void __launch_bounds__(kST) topk_short_kernel(const TopkParams p, int
     s_min[warp] = kmin;
     s_max[warp] = kmax;
   }
-  if (tid == 0) s_count = 0;
   __syncthreads();
   uint32_t total = 0;
   kmin = 0xFFFFFFFFu;
@@ -775,101 +828,261 @@ __global__ void __launch_bounds__(kST) topk_short_kernel(const TopkParams p, int
   }
   __syncthreads();
 
-  // Selection rule: every valid key (total <= K), or every key >= thr (ties_all), or every key
+  // The bin of the last histogram holding the need-th largest, counting from the top bin down:
+  // sets s_bin, s_above (keys in higher bins), s_inbin.
+  auto find_bin = [&](uint32_t need) {
+    uint32_t c[kNBT], sum = 0;
+#pragma unroll
+    for (int j = 0; j < kNBT; ++j) {
+      c[j] = hist[kNBT * tid + j];
+      sum += c[j];
+    }
+    uint32_t tot_bins = 0;
+    const uint32_t excl = short_excl_scan(sum, s_warp, &tot_bins);
+    uint32_t a = tot_bins - excl - sum;  // keys in the bins of higher threads
+    if (a < need && need <= a + sum) {
+#pragma unroll
+      for (int j = kNBT - 1; j >= 0; --j) {
+        if (a + c[j] >= need) {
+          s_bin = static_cast<uint32_t>(kNBT * tid + j);
+          s_above = a;
+          s_inbin = c[j];
+          break;
+        }
+        a += c[j];
+      }
+    }
+    __syncthreads();
+  };
+
+  // 2. Selection rule: every valid key (total <= K), or every key >= thr (ties_all), or every key
   // > thr plus the `need` lowest-index keys equal to thr.
-  uint32_t thr = 1u, need = 0u;
-  bool ties_all = true;
+  // grouped: the linear pass's bin at the K-th largest held at most kGroupCap keys, and the
+  // winners are already collected (the fast path; the rest of phases 2 and 3 is skipped).
+  uint32_t thr = 1u, need = 0u, tot = 0u;
+  bool ties_all = true, grouped = false;
+  const uint32_t lt = (1u << lane) - 1u;
   if (total > k) {
     need = k;
     // The group holding the K-th largest is the keys in [g, gend); digit (key - g) >> sh.
     uint32_t g = kmin;
     uint64_t gend = static_cast<uint64_t>(kmax) + 1;
-    int sh = 0;
-    while (((kmax - kmin) >> sh) >= static_cast<uint32_t>(kSB)) ++sh;
-    for (;;) {
-      for (int b = tid; b < kSB; b += kST) hist[b] = 0;
+    bool done = false;
+    const float xmin = key_float(kmin);
+    const float range = key_float(kmax) - xmin;
+    const float scale = static_cast<float>(kNB) / range;
+    if (range > 0.0f && isfinite(range) && isfinite(scale)) {
+      for (int b = tid; b < kNB; b += kST) hist[b] = 0;
       __syncthreads();
       for (int i = tid; i < n; i += kST) {
         const uint32_t key = keys[i];
-        if (key != 0u && key >= g && key < gend) atomicAdd(&hist[(key - g) >> sh], 1u);
+        if (key != 0u) atomicAdd(&hist[lin_bin(key, xmin, scale)], 1u);
       }
       __syncthreads();
-      // The bin holding the need-th largest, counting from the top bin down.
-      uint32_t c[kSBT], sum = 0;
-#pragma unroll
-      for (int j = 0; j < kSBT; ++j) {
-        c[j] = hist[kSBT * tid + j];
-        sum += c[j];
-      }
-      uint32_t tot_bins = 0;
-      const uint32_t excl = short_excl_scan(sum, s_warp, &tot_bins);
-      uint32_t a = tot_bins - excl - sum;  // keys in the bins of higher threads
-      if (a < need && need <= a + sum) {
-#pragma unroll
-        for (int j = kSBT - 1; j >= 0; --j) {
-          if (a + c[j] >= need) {
-            s_bin = static_cast<uint32_t>(kSBT * tid + j);
-            s_above = a;
-            s_inbin = c[j];
-            break;
+      find_bin(need);
+      const uint32_t bin = s_bin, above = s_above, inbin = s_inbin;
+      need -= above;
+      if (inbin <= kGroupCap) {
+        // Fast path: one pass appends the keys of the higher bins to the winners (exactly
+        // `above` of them) and the bin's own keys, as composites, to a group buffer in the
+        // histogram's space; each group member's rank among them (composites are unique, so
+        // the rank is its place in the canonical order) says whether it is one of the `need`.
+        uint64_t* grp = reinterpret_cast<uint64_t*>(hist);
+        for (int base = warp * 32; base < n; base += kST) {
+          const int i = base + lane;
+          const uint32_t key = i < n ? keys[i] : 0u;
+          const uint32_t lb = key != 0u ? lin_bin(key, xmin, scale) : 0u;
+          const bool take = key != 0u && lb > bin, mine = key != 0u && lb == bin;
+          const uint32_t mt = __ballot_sync(0xffffffffu, take), mg = __ballot_sync(0xffffffffu, mine);
+          if ((mt | mg) == 0u) continue;
+          uint32_t pt = 0, pg = 0;
+          if (lane == 0) {
+            if (mt) pt = atomicAdd(&s_count, static_cast<uint32_t>(__popc(mt)));
+            if (mg) pg = atomicAdd(&s_gcount, static_cast<uint32_t>(__popc(mg)));
           }
-          a += c[j];
+          pt = __shfl_sync(0xffffffffu, pt, 0) + static_cast<uint32_t>(__popc(mt & lt));
+          pg = __shfl_sync(0xffffffffu, pg, 0) + static_cast<uint32_t>(__popc(mg & lt));
+          if (take) win[pt] = compose(key, i);
+          if (mine) grp[pg] = compose(key, i);
+        }
+        __syncthreads();
+        for (uint32_t i = tid; i < inbin; i += kST) {
+          const uint64_t c = grp[i];
+          uint32_t r = 0;
+          for (uint32_t j = 0; j < inbin; ++j) r += grp[j] > c ? 1u : 0u;
+          if (r < need) {
+            win[above + r] = c;
+            atomicMin(&s_gmin, static_cast<uint32_t>(c >> 32));
+          }
+        }
+        tot = above + need;
+        grouped = true;
+        done = true;
+        __syncthreads();  // the histogram's space is free again
+        thr = s_gmin;     // the lowest winner's key: the sort's buckets start there
+      }
+    }
+    if (!done && range > 0.0f && isfinite(range) && isfinite(scale)) {
+      const uint32_t bin = s_bin;
+      const bool whole = s_inbin == need;
+      // The bin's key range.
+      uint32_t gmn = 0xFFFFFFFFu, gmx = 0u;
+      for (int i = tid; i < n; i += kST) {
+        const uint32_t key = keys[i];
+        if (key != 0u && lin_bin(key, xmin, scale) == bin) {
+          gmn = min(gmn, key);
+          gmx = max(gmx, key);
         }
       }
-      __syncthreads();
-      const uint32_t bin = s_bin, above = s_above, inbin = s_inbin;
-      __syncthreads();
-      need -= above;
-      g += bin << sh;
-      gend = static_cast<uint64_t>(g) + (uint64_t{1} << sh);
-      if (inbin == need) {  // the whole bin is taken: every key >= its lower end
-        thr = g;
-        ties_all = true;
-        break;
+      gmn = __reduce_min_sync(0xffffffffu, gmn);
+      gmx = __reduce_max_sync(0xffffffffu, gmx);
+      if (lane == 0) {
+        atomicMin(&s_gmin, gmn);
+        atomicMax(&s_gmax, gmx);
       }
-      if (sh == 0) {  // the bin is one key
+      __syncthreads();
+      g = s_gmin;
+      gend = static_cast<uint64_t>(s_gmax) + 1;
+      if (whole || s_gmin == s_gmax) {  // the whole bin is taken, or the bin is one key
         thr = g;
-        ties_all = false;
-        break;
+        ties_all = whole;
+        done = true;
       }
-      sh = sh >= 11 ? sh - 11 : 0;
+    }
+    if (!done) {
+      int sh = 0;
+      while (((gend - 1 - g) >> sh) >= static_cast<uint64_t>(kNB)) ++sh;
+      for (;;) {
+        for (int b = tid; b < kNB; b += kST) hist[b] = 0;
+        __syncthreads();
+        for (int i = tid; i < n; i += kST) {
+          const uint32_t key = keys[i];
+          if (key != 0u && key >= g && key < gend) atomicAdd(&hist[(key - g) >> sh], 1u);
+        }
+        __syncthreads();
+        find_bin(need);
+        const uint32_t bin = s_bin, above = s_above, inbin = s_inbin;
+        __syncthreads();
+        need -= above;
+        g += bin << sh;
+        // (the last bin can reach past the group: keys there belong to higher linear bins)
+        gend = min(gend, static_cast<uint64_t>(g) + (uint64_t{1} << sh));
+        if (inbin == need) {  // the whole bin is taken: every key >= its lower end
+          thr = g;
+          ties_all = true;
+          break;
+        }
+        if (sh == 0) {  // the bin is one key
+          thr = g;
+          ties_all = false;
+          break;
+        }
+        sh = sh >= kNBBits ? sh - kNBBits : 0;
+      }
     }
   }
-  for (int i = tid; i < n; i += kST) {
-    const uint32_t key = keys[i];
-    if (key != 0u && (key > thr || (ties_all && key == thr))) win[atomicAdd(&s_count, 1u)] = compose(key, i);
+  // 3. Collect: keys above thr (and at thr when ties_all), one shared atomic a warp and chunk.
+  for (int base = warp * 32; base < n && !grouped; base += kST) {
+    const int i = base + lane;
+    const uint32_t key = i < n ? keys[i] : 0u;
+    const bool take = key != 0u && (key > thr || (ties_all && key == thr));
+    const uint32_t m = __ballot_sync(0xffffffffu, take);
+    if (m == 0u) continue;
+    uint32_t pos = 0;
+    if (lane == 0) pos = atomicAdd(&s_count, static_cast<uint32_t>(__popc(m)));
+    pos = __shfl_sync(0xffffffffu, pos, 0) + static_cast<uint32_t>(__popc(m & lt));
+    if (take) win[pos] = compose(key, i);
   }
   __syncthreads();
-  uint32_t tot = min(s_count, k);
-  if (!ties_all) {
-    // Thread t owns indices [t * span, (t + 1) * span): count its ties, rank them in index order.
-    const int span = (n + kST - 1) / kST;
-    const int i0 = min(n, tid * span), i1 = min(n, i0 + span);
+  if (!grouped) tot = min(s_count, k);
+  if (!grouped && !ties_all) {
+    // Warp w owns indices [w * span, (w + 1) * span) and walks them in 32-column chunks.
+    const int span = (((n + kSW - 1) / kSW) + 31) & ~31;
+    const int i0 = min(n, warp * span), i1 = min(n, i0 + span);
     uint32_t mine = 0;
-    for (int i = i0; i < i1; ++i) mine += keys[i] == thr ? 1u : 0u;
+    for (int i = i0 + lane; i - lane < i1; i += 32)
+      mine += static_cast<uint32_t>(__popc(__ballot_sync(0xffffffffu, i < i1 && keys[i] == thr)));
     uint32_t all_ties = 0;
-    uint32_t rank = short_excl_scan(mine, s_warp, &all_ties);
+    // short_excl_scan over threads: only lane 0 of each warp contributes the warp's count.
+    uint32_t rank = short_excl_scan(lane == 0 ? mine : 0u, s_warp, &all_ties);
+    rank = __shfl_sync(0xffffffffu, rank, 0);
     const uint32_t base = tot;
-    for (int i = i0; i < i1 && rank < need; ++i) {
-      if (keys[i] == thr) {
-        win[base + rank] = compose(thr, i);
-        ++rank;
-      }
+    for (int i = i0 + lane; i - lane < i1 && rank < need; i += 32) {
+      const bool tie = i < i1 && keys[i] == thr;
+      const uint32_t m = __ballot_sync(0xffffffffu, tie);
+      const uint32_t r = rank + static_cast<uint32_t>(__popc(m & lt));
+      if (tie && r < need) win[base + r] = compose(thr, i);
+      rank += static_cast<uint32_t>(__popc(m));
     }
     tot = min(base + min(need, all_ties), k);
   }
-  for (int t = static_cast<int>(tot) + tid; t < kpow2; t += kST) win[t] = 0;
-  __syncthreads();
-  bitonic_sort_desc(win, kpow2, tid, kST);
   int32_t* out_i = p.index + row * p.k;
   float* out_s = p.score ? p.score + row * p.k : nullptr;
-  for (int t = tid; t < p.k; t += kST) {
-    if (static_cast<uint32_t>(t) < tot) {
-      write_one(p, row, lo, out_i, out_s, t, win[t]);
-    } else {
-      out_i[t] = -1;
-      if (out_s) out_s[t] = -INFINITY;
+  for (int t = static_cast<int>(tot) + tid; t < p.k; t += kST) {  // padding
+    out_i[t] = -1;
+    if (out_s) out_s[t] = -INFINITY;
+  }
+  if (tot == 0) return;
+  // 4. Sort the winners: bucket them by value (linear over [lowest winner, max], or key digits
+  // where that range is not finite; bucket 0 the largest), count, scan, scatter into the dead
+  // key buffer, and rank each within its bucket by comparing composites. Buckets stay small on
+  // any smooth distribution; a bucket over kShortMaxBucket (heavy ties, a few distinct values)
+  // sends the row to a bitonic sort instead. The composites are unique, so both give one order.
+  uint64_t* sorted = reinterpret_cast<uint64_t*>(keys_base);
+  const uint32_t klo = total > k ? thr : kmin;
+  const float flo = key_float(klo);
+  const float frange = key_float(kmax) - flo;
+  const float fscale = static_cast<float>(kNB) / frange;
+  const bool lin = frange > 0.0f && isfinite(frange) && isfinite(fscale);
+  int bs = 0;
+  while (((kmax - klo) >> bs) >= static_cast<uint32_t>(kNB)) ++bs;
+  auto bucket = [&](uint64_t c) {
+    const uint32_t key = static_cast<uint32_t>(c >> 32);
+    const uint32_t b = lin ? lin_bin(key, flo, fscale) : (key - klo) >> bs;
+    return static_cast<uint32_t>(kNB - 1) - b;
+  };
+  for (int b = tid; b < kNB; b += kST) hist[b] = 0;
+  __syncthreads();
+  for (uint32_t i = tid; i < tot; i += kST) atomicAdd(&hist[bucket(win[i])], 1u);
+  __syncthreads();
+  {
+    uint32_t c[kNBT], sum = 0, mx = 0;
+#pragma unroll
+    for (int j = 0; j < kNBT; ++j) {
+      c[j] = hist[kNBT * tid + j];
+      sum += c[j];
+      mx = max(mx, c[j]);
     }
+    uint32_t all = 0;
+    uint32_t st = short_excl_scan(sum, s_warp, &all);
+#pragma unroll
+    for (int j = 0; j < kNBT; ++j) {  // becomes the bucket's insertion cursor, then its end
+      hist[kNBT * tid + j] = st;
+      st += c[j];
+    }
+    mx = __reduce_max_sync(0xffffffffu, mx);
+    if (lane == 0) atomicMax(&s_maxb, mx);
+  }
+  __syncthreads();
+  if (s_maxb <= kShortMaxBucket) {
+    for (uint32_t i = tid; i < tot; i += kST) {
+      const uint64_t c = win[i];
+      sorted[atomicAdd(&hist[bucket(c)], 1u)] = c;
+    }
+    __syncthreads();
+    for (uint32_t i = tid; i < tot; i += kST) {
+      const uint64_t c = sorted[i];
+      const uint32_t b = bucket(c);
+      const uint32_t s0 = b > 0 ? hist[b - 1] : 0u, e = hist[b];
+      uint32_t r = 0;
+      for (uint32_t j = s0; j < e; ++j) r += sorted[j] > c ? 1u : 0u;
+      write_one(p, row, lo, out_i, out_s, static_cast<int>(s0 + r), c);
+    }
+  } else {
+    for (int t = static_cast<int>(tot) + tid; t < kpow2; t += kST) win[t] = 0;
+    __syncthreads();
+    bitonic_sort_desc(win, kpow2, tid, kST);
+    for (uint32_t t = tid; t < tot; t += kST) write_one(p, row, lo, out_i, out_s, static_cast<int>(t), win[t]);
   }
 }
 
@@ -916,11 +1129,14 @@ Status launch_topk(const TopkParams& p) {
       (path && std::strcmp(path, "short") == 0) || (!path && p.rows > 2 * static_cast<int64_t>(detail::num_sms()));
   if (!legacy && want_short && p.cols <= detail::kSmallMaxCols) {
     const int ncap = static_cast<int>(std::max<int64_t>(p.cols, 1));
-    const size_t smem = static_cast<size_t>(kpow2) * 8 + static_cast<size_t>(ncap) * 4 +
-                        static_cast<size_t>(detail::kSB) * 4;
+    // Layout: winners [max(kpow2, 2)] u64, keys [max(ncap + 4, 2 kpow2)] u32 (later the sorted
+    // winners), histogram [kNB] u32.
+    const size_t smem = static_cast<size_t>(std::max(kpow2, 2)) * 8 +
+                        static_cast<size_t>((std::max(ncap + 4, 2 * kpow2) + 3) & ~3) * 4 +
+                        static_cast<size_t>(detail::kNB) * 4;
     static const cudaError_t attr = cudaFuncSetAttribute(
         detail::topk_short_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-        static_cast<int>(size_t{kMaxTopK} * 8 + detail::kSmallMaxCols * 4 + detail::kSB * 4));
+        static_cast<int>(size_t{kMaxTopK} * 8 + (detail::kSmallMaxCols + 4) * 4 + detail::kNB * 4));
     INDEXLAB_CUDA_CHECK(attr);
     return detail::launch_pdl(detail::topk_short_kernel, dim3(static_cast<unsigned>(p.rows)), dim3(detail::kST), smem,
                               stream, p, kpow2, ncap);

@@ -2,6 +2,7 @@
 // keys in shared memory) against a plain CPU canonical top-k, and against the cluster kernel.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -78,7 +79,12 @@ TEST(Sm90TopkSmall, RaggedRowsEveryLengthClass) {
   const int64_t cols = 16384, rows = 40;
   std::vector<float> x(static_cast<size_t>(rows * cols));
   for (auto& v : x) v = nd(rng) * 3.7f + 0.01f;
-  for (int t = 0; t < 2000; ++t) x[rng() % x.size()] = (t % 3 == 0) ? NAN : (t % 3 == 1 ? -INFINITY : INFINITY);
+  // Specials in the even rows only: a row holding +inf takes the key digits from the start, a
+  // finite row the linear first pass.
+  for (int t = 0; t < 2000; ++t) {
+    const size_t r = 2 * (rng() % (rows / 2)), c = rng() % cols;
+    x[r * cols + c] = (t % 3 == 0) ? NAN : (t % 3 == 1 ? -INFINITY : INFINITY);
+  }
   const int lens[] = {0, 1, 2, 3, 31, 1023, 1024, 1025, 2047, 2048, 2049, 4095, 8191, 8192, 8193, 12000, 16383, 16384};
   std::vector<int32_t> ks(rows), ke(rows);
   for (int64_t r = 0; r < rows; ++r) {
@@ -120,6 +126,46 @@ TEST(Sm90TopkSmall, TiesAndNarrowRanges) {
   for (auto& r : rv) x.insert(x.end(), r.begin(), r.end());
   const int64_t rows = static_cast<int64_t>(rv.size());
   for (int k : {1, 100, 2048, 4097, 8192}) check(x, rows, cols, {}, {}, k, false, "Small_Ties_K" + std::to_string(k));
+}
+
+// The linear first pass (bins over [min, max] of the row's values) and its hand-over to the key
+// digits: outliers that leave every other value in one bin, ranges that overflow or whose scale
+// does (those rows take the key digits), magnitudes over 60 decades, values on the bin edges and
+// whole bins at the K-th largest.
+TEST(Sm90TopkSmall, LinearBinsEdgeCases) {
+  SKIP_WITHOUT_GPU();
+  TopkEnv env("short");
+  std::mt19937_64 rng(testing::test_seed() ^ 0x11b5u);
+  std::uniform_real_distribution<float> u01(0.0f, 1.0f);
+  const int64_t cols = 8192;
+  std::vector<std::vector<float>> rv;
+  std::vector<float> r(cols);
+  for (auto& v : r) v = u01(rng) * 1.37f - 0.41f;  // plain finite row
+  rv.push_back(r);
+  for (auto& v : r) v = 1.0f + u01(rng) * 0.0009765625f;  // one bin but for the two outliers
+  r[17] = 1e30f;
+  r[4000] = -1e30f;
+  rv.push_back(r);
+  for (auto& v : r) v = (u01(rng) * 2.0f - 1.0f) * 3.3e38f;  // max - min overflows
+  rv.push_back(r);
+  for (auto& v : r) {  // subnormals of both signs: 2048 / (max - min) overflows
+    const uint32_t b = static_cast<uint32_t>(rng() & 0x7FFFFFu) | (rng() % 2 ? 0x80000000u : 0u);
+    std::memcpy(&v, &b, 4);
+  }
+  rv.push_back(r);
+  for (auto& v : r) v = (rng() % 2 ? 1.0f : -1.0f) * std::pow(10.0f, u01(rng) * 60.0f - 30.0f);
+  rv.push_back(r);
+  const float lo = -0.3f, step = 0.7f / 2048.0f;  // on the bin edges, four copies each
+  for (int64_t j = 0; j < cols; ++j) r[j] = lo + static_cast<float>(j / 4) * step;
+  std::shuffle(r.begin(), r.end(), rng);
+  rv.push_back(r);
+  for (int64_t j = 0; j < cols; ++j) r[j] = static_cast<float>(j % 2048) * 0.25f;  // whole bins
+  rv.push_back(r);
+  std::vector<float> x;
+  for (auto& row : rv) x.insert(x.end(), row.begin(), row.end());
+  const int64_t rows = static_cast<int64_t>(rv.size());
+  for (int k : {1, 100, 2047, 2048, 2049, 4097})
+    check(x, rows, cols, {}, {}, k, false, "Small_Linear_K" + std::to_string(k));
 }
 
 TEST(Sm90TopkSmall, RerunsBitwiseIdentical) {
