@@ -65,6 +65,38 @@ struct GatherKernelParams {
   int64_t page_bytes;
 };
 
+// The epilogue's head reduction for a thread's two key rows (r0 and r0 + 8) of a 64-key tile:
+// relu(logit) * w per head, heads paired (fma of the odd onto the rounded product of the even),
+// the 8-head groups summed as a tree, then the quad's four lanes by xor shuffles. Both gather
+// kernels call it, so their bits are the same by construction.
+template <int HB, int A>
+__device__ __forceinline__ void head_sums(const float (&acc)[A], const float* w_s, int quad, float* p0,
+                                          float* p1) {
+  static_assert(4 * HB <= A, "HB 8-head groups of the accumulator");
+  float u0[HB], u1[HB];
+#pragma unroll
+  for (int j8 = 0; j8 < HB; ++j8) {
+    const float2 wv = *reinterpret_cast<const float2*>(&w_s[j8 * 8 + quad * 2]);
+    u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
+    u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
+  }
+#pragma unroll
+  for (int st = 1; st < HB; st *= 2) {
+#pragma unroll
+    for (int j8 = 0; j8 + st < HB; j8 += 2 * st) {
+      u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
+      u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
+    }
+  }
+  float a = u0[0], b = u1[0];
+  a = __fadd_rn(a, __shfl_xor_sync(0xffffffffu, a, 1));
+  b = __fadd_rn(b, __shfl_xor_sync(0xffffffffu, b, 1));
+  a = __fadd_rn(a, __shfl_xor_sync(0xffffffffu, a, 2));
+  b = __fadd_rn(b, __shfl_xor_sync(0xffffffffu, b, 2));
+  *p0 = a;
+  *p1 = b;
+}
+
 // Info of candidate row `i` of column group g: >= 0 the key (visible, loadable), -1 no key
 // (-inf), -2 a visible key whose page cannot be read (NaN). *src / *ssrc: its code row and scale.
 __device__ __forceinline__ int32_t key_info(const GatherKernelParams& kp, int64_t r, int64_t g, int i,
@@ -187,26 +219,8 @@ __global__ void __launch_bounds__(kNwg * 128, N <= 64 ? 2 : 1) gather_kernel(con
     const int stage = static_cast<int>(it % kStages);
     const int64_t g = g0 + it;
     const int64_t c0 = g * kTileKeys + r0, c1 = c0 + 8;
-    float u0[HB], u1[HB];
-#pragma unroll
-    for (int j8 = 0; j8 < HB; ++j8) {
-      const float2 wv = *reinterpret_cast<const float2*>(&w_s[j8 * 8 + quad * 2]);
-      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
-      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
-    }
-#pragma unroll
-    for (int st = 1; st < HB; st *= 2) {
-#pragma unroll
-      for (int j8 = 0; j8 + st < HB; j8 += 2 * st) {
-        u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
-        u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
-      }
-    }
-    float p0 = u0[0], p1 = u1[0];
-    p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
-    p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
-    p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
-    p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+    float p0, p1;
+    head_sums<HB>(acc, w_s, quad, &p0, &p1);
     const int32_t* inf = info_s + stage * kTileKeys;
     const float* scl = sc_s + stage * kTileKeys;
     if (quad == 0 && c0 < kp.ncols) {
@@ -476,27 +490,9 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
     const float* sd = sc_s + stage * kTmaScaleStride + (paged ? 0 : ts & 3);
     const float s0 = sd[r0], s1 = sd[r0 + 8];
     mbar_arrive(&empty[stage]);
-    // gather_kernel's epilogue, term for term.
-    float u0[HB], u1[HB];
-#pragma unroll
-    for (int j8 = 0; j8 < HB; ++j8) {
-      const float2 wv = *reinterpret_cast<const float2*>(&w_s[j8 * 8 + quad * 2]);
-      u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
-      u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
-    }
-#pragma unroll
-    for (int st = 1; st < HB; st *= 2) {
-#pragma unroll
-      for (int j8 = 0; j8 + st < HB; j8 += 2 * st) {
-        u0[j8] = __fadd_rn(u0[j8], u0[j8 + st]);
-        u1[j8] = __fadd_rn(u1[j8], u1[j8 + st]);
-      }
-    }
-    float p0 = u0[0], p1 = u1[0];
-    p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
-    p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
-    p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
-    p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+    // gather_kernel's epilogue (head_sums, then key_info's rule below).
+    float p0, p1;
+    head_sums<HB>(acc, w_s, quad, &p0, &p1);
     // key_info's rule: -inf outside [lo, hi) (flat: or past nk), NaN on an unreadable page.
     auto value = [&](int i, float pv, float sv) -> float {
       const int64_t key = static_cast<int64_t>(ts) + i;
