@@ -242,6 +242,30 @@ TEST(Sm90Gather, TileModeFlatBitExact) {
     }
 }
 
+/// The gather parameters every paged test shares: pg's shapes and pages, the device copies of its
+/// codes, weights, cache and block table, the rows' [lo, hi), logits rows of ld.
+cuda::GatherLogitsParams paged_gather_params(const PagedInputs& pg, const uint8_t* q, const float* w,
+                                             const uint8_t* cache, const int32_t* block_table,
+                                             const int32_t* lo, const int32_t* hi, float* logits, int64_t ld,
+                                             int64_t rows) {
+  cuda::GatherLogitsParams gp;
+  gp.q = q;
+  gp.w = w;
+  gp.cache = cache;
+  gp.block_table = block_table;
+  gp.max_pages = pg.max_pages;
+  gp.num_pages = pg.num_pages;
+  gp.next_n = pg.next_n;
+  gp.lo = lo;
+  gp.hi = hi;
+  gp.logits = logits;
+  gp.ld = ld;
+  gp.nq = rows;
+  gp.h = pg.h;
+  gp.d = pg.d;
+  return gp;
+}
+
 TEST(Sm90Gather, ListModePagedBitExactWithBadPages) {
   SKIP_WITHOUT_GPU();
   for (int nn : {1, 3}) {
@@ -262,23 +286,9 @@ TEST(Sm90Gather, ListModePagedBitExactWithBadPages) {
     Dev<float> dw(pg.w), dl;
     Dev<int32_t> dbt(pg.block_table), dcand(cand), dlo(lo), dhi(hi);
     dl.alloc(rows * ncand);
-    cuda::GatherLogitsParams gp;
-    gp.q = dq.p;
-    gp.w = dw.p;
-    gp.cache = dc.p;
-    gp.block_table = dbt.p;
-    gp.max_pages = pg.max_pages;
-    gp.num_pages = pg.num_pages;
-    gp.next_n = nn;
-    gp.lo = dlo.p;
-    gp.hi = dhi.p;
+    cuda::GatherLogitsParams gp = paged_gather_params(pg, dq.p, dw.p, dc.p, dbt.p, dlo.p, dhi.p, dl.p, ncand, rows);
     gp.cand = dcand.p;
     gp.ncand = ncand;
-    gp.logits = dl.p;
-    gp.ld = ncand;
-    gp.nq = rows;
-    gp.h = pg.h;
-    gp.d = pg.d;
     Status st = cuda::launch_gather_logits_fp8(gp);
     ASSERT_TRUE(st.ok()) << st.message();
     const std::vector<float> out = dl.down();
@@ -356,23 +366,9 @@ TEST(Sm90Gather, TileModePagedBitExactWithBadPages) {
           Dev<int32_t> dbt(pg.block_table), dts(ts), dlo(lo), dhi(hi);
           const int64_t ld = mt * 64 + 3;
           dl.alloc(rows * ld);
-          cuda::GatherLogitsParams gp;
-          gp.q = dq.p;
-          gp.w = dw.p;
-          gp.cache = dc.p;
-          gp.block_table = dbt.p;
-          gp.max_pages = pg.max_pages;
-          gp.num_pages = pg.num_pages;
-          gp.next_n = nn;
-          gp.lo = dlo.p;
-          gp.hi = dhi.p;
+          cuda::GatherLogitsParams gp = paged_gather_params(pg, dq.p, dw.p, dc.p, dbt.p, dlo.p, dhi.p, dl.p, ld, rows);
           gp.tile_start = dts.p;
           gp.max_tiles = mt;
-          gp.logits = dl.p;
-          gp.ld = ld;
-          gp.nq = rows;
-          gp.h = h;
-          gp.d = d;
           Status st = cuda::launch_gather_logits_fp8(gp);
           ASSERT_TRUE(st.ok()) << st.message();
           const std::vector<float> out = dl.down();
