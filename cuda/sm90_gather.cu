@@ -543,14 +543,17 @@ Status launch_gather_tma(GatherKernelParams kp, cudaStream_t st) {
     last.smap_src = paged ? nullptr : p.k_scale;
   }
   auto kernel = gather_tma_kernel<D, H>;
-  INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
+  // The shared-memory opt-in and the occupancy it allows, once per instantiation (HISA decode
+  // launches at every step).
   struct Occupancy {
     cudaError_t err;
     int per_sm;
   };
   static const Occupancy occ = [] {
     Occupancy o{cudaSuccess, 0};
-    o.err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o.per_sm, gather_tma_kernel<D, H>, kTmaThreads, L::kTotal);
+    o.err = cudaFuncSetAttribute(gather_tma_kernel<D, H>, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal);
+    if (o.err == cudaSuccess)
+      o.err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o.per_sm, gather_tma_kernel<D, H>, kTmaThreads, L::kTotal);
     return o;
   }();
   INDEXLAB_CUDA_CHECK(occ.err);
@@ -636,6 +639,19 @@ Status launch_gather_logits_fp8(const GatherLogitsParams& p) {
   kp.ncols = ncols;
   kp.ngroups = (ncols + detail::kTileKeys - 1) / detail::kTileKeys;
   kp.page_bytes = static_cast<int64_t>(detail::kTileKeys) * (p.d + 4);
+  // Tile mode with 16 to 64 heads takes the TMA kernel (the same bits) where its copies apply:
+  // 16-byte aligned keys and scales (flat) or cache (paged), and rows and tiles the grid holds.
+  // INDEXLAB_GATHER=v1 keeps gather_kernel (tests compare the two; read at every launch). The TMA
+  // launcher sizes its own chunks.
+  const char* path = std::getenv("INDEXLAB_GATHER");
+  const bool v1 = path && std::strcmp(path, "v1") == 0;
+  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  const bool tma_loads = paged ? aligned(p.cache) && p.num_pages > 0
+                               : aligned(p.k) && aligned(p.k_scale) && p.nk > 0 && p.nk <= UINT32_MAX;
+  if (tile && !v1 && (p.h == 16 || p.h == 32 || p.h == 64) && tma_loads && p.nq <= INT32_MAX &&
+      kp.ngroups <= int64_t{65535} * detail::kTmaMaxGroups)
+    return p.d == 64 ? detail::launch_gather_tma_h<64>(kp, static_cast<cudaStream_t>(p.stream))
+                     : detail::launch_gather_tma_h<128>(kp, static_cast<cudaStream_t>(p.stream));
   const int64_t ctas_x = (p.nq + detail::kNwg - 1) / detail::kNwg;
   if (ctas_x > INT32_MAX) return error("GatherLogitsParams: nq = ", p.nq, " is too large");
   // Enough column chunks that about two CTAs per SM exist (decode has few rows), at least 8
@@ -650,18 +666,6 @@ Status launch_gather_logits_fp8(const GatherLogitsParams& p) {
     chunks = (kp.ngroups + gpc - 1) / gpc;
   }
   kp.groups_per_cta = gpc;
-  // Tile mode with 16 to 64 heads takes the TMA kernel (the same bits) where its copies apply:
-  // 16-byte aligned keys and scales (flat) or cache (paged), and rows and tiles the grid holds.
-  // INDEXLAB_GATHER=v1 keeps gather_kernel (tests compare the two; read at every launch).
-  const char* path = std::getenv("INDEXLAB_GATHER");
-  const bool v1 = path && std::strcmp(path, "v1") == 0;
-  auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
-  const bool tma_loads = paged ? aligned(p.cache) && p.num_pages > 0
-                               : aligned(p.k) && aligned(p.k_scale) && p.nk > 0 && p.nk <= UINT32_MAX;
-  if (tile && !v1 && (p.h == 16 || p.h == 32 || p.h == 64) && tma_loads && p.nq <= INT32_MAX &&
-      kp.ngroups <= int64_t{65535} * detail::kTmaMaxGroups)
-    return p.d == 64 ? detail::launch_gather_tma_h<64>(kp, static_cast<cudaStream_t>(p.stream))
-                     : detail::launch_gather_tma_h<128>(kp, static_cast<cudaStream_t>(p.stream));
   dim3 grid(static_cast<unsigned>(ctas_x), static_cast<unsigned>(chunks));
   cudaStream_t st = static_cast<cudaStream_t>(p.stream);
   return p.d == 64 ? detail::launch_gather_h<64>(kp, grid, st) : detail::launch_gather_h<128>(kp, grid, st);
