@@ -242,6 +242,21 @@ TEST(Sm90Gather, TileModeFlatBitExact) {
     }
 }
 
+/// The emulated logit of query row r against `key` of pg's paged cache: -inf outside [lo, hi),
+/// NaN where the key's page is past max_pages, -1 or out of range. kv: scratch of pg.d floats.
+float paged_expected(const PagedInputs& pg, int64_t r, int64_t key, int32_t lo, int32_t hi, std::vector<float>* kv) {
+  if (key < lo || key >= hi) return -INFINITY;
+  const int64_t lp = key / 64;
+  const int32_t page = lp < pg.max_pages ? pg.block_table[(r / pg.next_n) * pg.max_pages + lp] : -1;
+  if (page < 0 || page >= pg.num_pages) return NAN;
+  const int d = pg.d, h = pg.h;
+  const uint8_t* base = pg.cache.data() + page * pg.page_bytes();
+  for (int x = 0; x < d; ++x) (*kv)[x] = ref::e4m3_to_float(base[(key % 64) * d + x]);
+  float s;
+  std::memcpy(&s, base + 64 * d + (key % 64) * 4, 4);
+  return ref::emulate_sm90_dsa_logit(&pg.q[r * h * d], &pg.w[r * h], h, d, kv->data(), s);
+}
+
 /// The gather parameters every paged test shares: pg's shapes and pages, the device copies of its
 /// codes, weights, cache and block table, the rows' [lo, hi), logits rows of ld.
 cuda::GatherLogitsParams paged_gather_params(const PagedInputs& pg, const uint8_t* q, const float* w,
@@ -292,25 +307,12 @@ TEST(Sm90Gather, ListModePagedBitExactWithBadPages) {
     Status st = cuda::launch_gather_logits_fp8(gp);
     ASSERT_TRUE(st.ok()) << st.message();
     const std::vector<float> out = dl.down();
-    const int d = pg.d, h = pg.h;
-    std::vector<float> kv(d);
+    std::vector<float> kv(pg.d);
     int64_t bad = 0, nans = 0;
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < ncand; ++c) {
         const int32_t key = cand[r * ncand + c];
-        float e = -INFINITY;
-        if (key >= lo[r] && key < hi[r]) {
-          const int32_t page = pg.block_table[(r / nn) * pg.max_pages + key / 64];
-          if (page < 0 || page >= pg.num_pages) {
-            e = NAN;
-          } else {
-            const uint8_t* base = pg.cache.data() + page * pg.page_bytes();
-            for (int x = 0; x < d; ++x) kv[x] = ref::e4m3_to_float(base[(key % 64) * d + x]);
-            float s;
-            std::memcpy(&s, base + 64 * d + (key % 64) * 4, 4);
-            e = ref::emulate_sm90_dsa_logit(&pg.q[r * h * d], &pg.w[r * h], h, d, kv.data(), s);
-          }
-        }
+        const float e = paged_expected(pg, r, key, lo[r], hi[r], &kv);
         const float g = out[r * ncand + c];
         if (std::isnan(e)) {
           ++nans;
@@ -383,21 +385,10 @@ TEST(Sm90Gather, TileModePagedBitExactWithBadPages) {
               }
               const int32_t s = ts[r * mt + col / 64];
               const int64_t key = s < 0 ? -1 : s + col % 64;
-              float e = -INFINITY;
-              if (key >= lo[r] && key < hi[r]) {
-                const int64_t lp = key / 64;
-                const int32_t page = lp < pg.max_pages ? pg.block_table[(r / nn) * pg.max_pages + lp] : -1;
-                if (page < 0 || page >= pg.num_pages) {
-                  e = NAN;
-                } else {
-                  const uint8_t* base = pg.cache.data() + page * pg.page_bytes();
-                  for (int x = 0; x < d; ++x) kv[x] = ref::e4m3_to_float(base[(key % 64) * d + x]);
-                  float sc;
-                  std::memcpy(&sc, base + 64 * d + (key % 64) * 4, 4);
-                  e = ref::emulate_sm90_dsa_logit(&pg.q[r * h * d], &pg.w[r * h], h, d, kv.data(), sc);
-                  ++finite;
-                  if (s % 64 != 0) ++straddled;
-                }
+              const float e = paged_expected(pg, r, key, lo[r], hi[r], &kv);
+              if (std::isfinite(e)) {  // a visible key on a readable page
+                ++finite;
+                if (s % 64 != 0) ++straddled;
               }
               if (std::isnan(e)) {
                 ++nans;
