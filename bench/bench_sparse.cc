@@ -152,7 +152,7 @@ std::vector<Case> cases() {
 }
 
 // Top-k over many short rows: the shape of HISA's and MISA-dagger's candidate rows (8192 columns),
-// and of a causal prefill's early rows.
+// and of a causal prefill's rows up to 49152 columns (the short-row kernel's length classes).
 void BM_TopkShortRows(benchmark::State& state) {
   std::string why;
   if (!indexlab::cuda::device_available(&why)) {
@@ -180,6 +180,8 @@ BENCHMARK(BM_TopkShortRows)
     ->ArgNames({"rows", "cols"})
     ->Args({16384, 8192})
     ->Args({4096, 16384})
+    ->Args({2048, 32768})
+    ->Args({1024, 49152})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(0.3);
