@@ -253,17 +253,12 @@ __device__ __forceinline__ ActiveBlocks active_blocks(const LogitsKernelParams& 
   return a;
 }
 
-/// The epilogue of one 64-key block for one warpgroup's N (query, head) columns, in the order at
+/// The reduction of one 64-key block for one warpgroup's N (query, head) columns, in the order at
 /// the top of this file: relu, weights (load_w(j8): the float2 of this lane's pair in group j8),
-/// the pairwise tree over each query's hb = h / 8 groups, the quad shuffles, the key scale, the
-/// row's mask. Lane (warp, lane) owns keys j0 and j0 + 8; q_first: the warpgroup's first local
-/// row; bad_page: the block's page could not be read (NaN logits).
-template <int N, typename LoadW>
-__device__ __forceinline__ void store_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, int q_first,
-                                                   const LogitsKernelParams& p, const CtaRows& c,
-                                                   const int32_t* row_lo, const int32_t* row_hi, int64_t j0,
-                                                   float s0, float s1, bool bad_page, int quad) {
-  const int64_t j1 = j0 + 8;
+/// the pairwise tree over each query's hb = h / 8 groups, the quad shuffles. store(g, p0, p1)
+/// then gets query g's sums for this lane's keys j0 and j0 + 8 (every lane of the quad holds them).
+template <int N, typename LoadW, typename Store>
+__device__ __forceinline__ void reduce_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, Store store) {
   float u0[N / 8], u1[N / 8];
 #pragma unroll
   for (int j8 = 0; j8 < N / 8; ++j8) {
@@ -290,19 +285,33 @@ __device__ __forceinline__ void store_block_logits(const float (&acc)[N / 2], Lo
       p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
       p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
       p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
-      const int ql = q_first + j8 / hb;
-      if ((ql & 3) == quad && ql < c.rows_valid) {
-        const int32_t lo = row_lo[ql], hi = row_hi[ql];
-        float* out = p.logits + (c.row0 + ql) * p.ld;
-        if (j0 < p.ncols) {
-          out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f)) : -INFINITY;
-        }
-        if (j1 < p.ncols) {
-          out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f)) : -INFINITY;
-        }
-      }
+      store(j8 / hb, p0, p1);
     }
   }
+}
+
+/// The epilogue of one 64-key block (reduce_block_logits), then the key scale and the row's mask.
+/// Lane (warp, lane) owns keys j0 and j0 + 8; q_first: the warpgroup's first local row;
+/// bad_page: the block's page could not be read (NaN logits).
+template <int N, typename LoadW>
+__device__ __forceinline__ void store_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, int q_first,
+                                                   const LogitsKernelParams& p, const CtaRows& c,
+                                                   const int32_t* row_lo, const int32_t* row_hi, int64_t j0,
+                                                   float s0, float s1, bool bad_page, int quad) {
+  const int64_t j1 = j0 + 8;
+  reduce_block_logits<N>(acc, load_w, hb, [&](int g, float p0, float p1) {
+    const int ql = q_first + g;
+    if ((ql & 3) == quad && ql < c.rows_valid) {
+      const int32_t lo = row_lo[ql], hi = row_hi[ql];
+      float* out = p.logits + (c.row0 + ql) * p.ld;
+      if (j0 < p.ncols) {
+        out[j0] = (j0 >= lo && j0 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p0, s0), 0.0f)) : -INFINITY;
+      }
+      if (j1 < p.ncols) {
+        out[j1] = (j1 >= lo && j1 < hi) ? (bad_page ? NAN : __fadd_rn(__fmul_rn(p1, s1), 0.0f)) : -INFINITY;
+      }
+    }
+  });
 }
 
 // HT: heads known at compile time (0: read p.h at run time); the prefill instantiations fix it so
@@ -588,18 +597,34 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   float acc[N / 2];
   const int r0 = warp * 16 + (lane >> 2);
   const uint32_t w_wg = smem_u32(w_s + wg * N + quad * 2);
+  // Loop invariants out of the block loop. ncu (H200, 8K causal) counted ~490 instructions a
+  // math warp and 64-key block against ~200 of arithmetic, with the issue slots 68% busy: the
+  // stores' 64-bit row and column arithmetic and bounds took ~55 a query, the descriptors ~70.
+  // Descriptors: the address field is (address >> 4), and every stage and k-step offset is a
+  // multiple of 16 bytes inside the 227 KB window, so adding offset >> 4 to a base descriptor
+  // is the descriptor of the offset address.
+  const uint64_t dq = make_desc(q_addr, 128, 8 * RB);
+  const uint64_t dk = make_desc(smem_u32(k_s), 128, 8 * RB);
+  const int q_first = wg * qpw;
+  float* const out_wg = p.logits + (cr.row0 + q_first) * p.ld;
+  const int64_t ld = p.ld;
+  const int ncols = static_cast<int>(p.ncols);  // < 2^31 - 128 (launch_mqa_logits_impl)
+  uint32_t smask = 0;  // bit g: this lane writes query g of the warpgroup (qpw <= 16)
+  for (int g = 0; g < qpw; ++g) {
+    const int ql = q_first + g;
+    if ((ql & 3) == quad && ql < cr.rows_valid) smask |= 1u << g;
+  }
+  int j0 = static_cast<int>(blo) * kBlockKeys + r0;
+  int stage = 0;
+  uint32_t phase = 0;
+  const int nblk32 = static_cast<int>(nblk);
 
-  for (int64_t it = 0; it < nblk; ++it) {
-    const int stage = static_cast<int>(it % S);
-    mbar_wait(&full[stage], static_cast<uint32_t>((it / S) & 1));
-    const uint32_t k_addr = smem_u32(k_s + stage * L::kKBytes);
+  for (int it = 0; it < nblk32; ++it) {
+    mbar_wait(&full[stage], phase);
+    const uint64_t dks = dk + static_cast<uint64_t>((stage * L::kKBytes) >> 4);
     wgmma_fence();
 #pragma unroll
-    for (int s = 0; s < RB / 32; ++s) {
-      const uint64_t da = make_desc(k_addr + s * 256, 128, 8 * RB);
-      const uint64_t db = make_desc(q_addr + s * 256, 128, 8 * RB);
-      wgmma_step<E, N>(acc, da, db, s > 0 ? 1 : 0);
-    }
+    for (int s = 0; s < RB / 32; ++s) wgmma_step<E, N>(acc, dks + s * 16, dq + s * 16, s > 0 ? 1 : 0);
     wgmma_commit();
     wgmma_wait<0>();
     fence_acc(acc);
@@ -608,9 +633,22 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
     if (lane == 0) mbar_arrive(&empty[stage]);
 
     // w is re-read from shared memory each block (8 floats a step): held in registers it spills.
-    store_block_logits<N>(
-        acc, [&](int j8) { return ld_shared_f2(w_wg + j8 * 32); }, hb, wg * qpw, p, cr, row_lo, row_hi,
-        (blo + it) * kBlockKeys + r0, s0, s1, false, quad);
+    // The store is store_block_logits's, term for term (bad_page is always false here).
+    const int j1 = j0 + 8;
+    reduce_block_logits<N>(acc, [&](int j8) { return ld_shared_f2(w_wg + j8 * 32); }, hb,
+                           [&](int g, float p0, float p1) {
+                             if ((smask >> g) & 1u) {
+                               const int32_t lo = row_lo[q_first + g], hi = row_hi[q_first + g];
+                               float* out = out_wg + g * ld;
+                               if (j0 < ncols) out[j0] = (j0 >= lo && j0 < hi) ? __fadd_rn(__fmul_rn(p0, s0), 0.0f) : -INFINITY;
+                               if (j1 < ncols) out[j1] = (j1 >= lo && j1 < hi) ? __fadd_rn(__fmul_rn(p1, s1), 0.0f) : -INFINITY;
+                             }
+                           });
+    j0 += kBlockKeys;
+    if (++stage == S) {
+      stage = 0;
+      phase ^= 1u;
+    }
   }
 }
 
@@ -1025,6 +1063,8 @@ Status launch_mqa_logits_impl(const P& p, const char* what) {
   INDEXLAB_RETURN_IF_ERROR(can_implement(p.h, p.d, 1));
   if (p.nq < 0 || p.nk < 0) return error("nq and nk must be >= 0");
   if (p.ld < p.nk) return error("ld = ", p.ld, " is smaller than nk = ", p.nk);
+  // (the prefill kernels index columns with 32-bit integers)
+  if (p.nk > INT32_MAX - 2 * kBlockKeys) return error("nk = ", p.nk, " is too large (at most 2^31 - 129)");
   if (p.nq == 0 || p.nk == 0) return Status::Ok();
   if (!p.q || !p.k || !p.k_scale || !p.w || !p.ks || !p.ke || !p.logits)
     return error(what, ": a device pointer is null");
