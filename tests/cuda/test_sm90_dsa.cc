@@ -170,6 +170,25 @@ TEST(Sm90Api, BadInputIsAnErrorNotACrash) {
   }
 }
 
+// The prefill logits kernels index columns with 32-bit integers: a key count past 2^31 - 129 is
+// refused by name before any device work (no GPU needed).
+TEST(Sm90Api, LogitsRefusesKeyCountsPast32Bits) {
+  if (!cuda::built_with_cuda()) GTEST_SKIP() << "built without CUDA: the launcher is a stub";
+  cuda::LogitsParams lp;
+  lp.nq = 4;
+  lp.nk = int64_t{INT32_MAX} - 64;
+  lp.ld = lp.nk;
+  lp.h = 64;
+  lp.d = 128;
+  Status s = cuda::launch_mqa_logits_fp8(lp);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("nk = 2147483583"), std::string::npos) << s.message();
+  lp.nk = lp.ld = int64_t{INT32_MAX} - 128;  // the largest accepted: next, the null pointers
+  s = cuda::launch_mqa_logits_fp8(lp);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("null"), std::string::npos) << s.message();
+}
+
 TEST(Sm90Api, DeviceQueryGivesAReason) {
   std::string why;
   if (!cuda::device_available(&why)) {
