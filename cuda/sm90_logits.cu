@@ -635,15 +635,15 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
     // w is re-read from shared memory each block (8 floats a step): held in registers it spills.
     // The store is store_block_logits's, term for term (bad_page is always false here).
     const int j1 = j0 + 8;
-    reduce_block_logits<N>(acc, [&](int j8) { return ld_shared_f2(w_wg + j8 * 32); }, hb,
-                           [&](int g, float p0, float p1) {
-                             if ((smask >> g) & 1u) {
-                               const int32_t lo = row_lo[q_first + g], hi = row_hi[q_first + g];
-                               float* out = out_wg + g * ld;
-                               if (j0 < ncols) out[j0] = (j0 >= lo && j0 < hi) ? __fadd_rn(__fmul_rn(p0, s0), 0.0f) : -INFINITY;
-                               if (j1 < ncols) out[j1] = (j1 >= lo && j1 < hi) ? __fadd_rn(__fmul_rn(p1, s1), 0.0f) : -INFINITY;
-                             }
-                           });
+    auto store = [&](int g, float p0, float p1) {
+      if ((smask >> g) & 1u) {
+        const int32_t lo = row_lo[q_first + g], hi = row_hi[q_first + g];
+        float* out = out_wg + g * ld;
+        if (j0 < ncols) out[j0] = (j0 >= lo && j0 < hi) ? __fadd_rn(__fmul_rn(p0, s0), 0.0f) : -INFINITY;
+        if (j1 < ncols) out[j1] = (j1 >= lo && j1 < hi) ? __fadd_rn(__fmul_rn(p1, s1), 0.0f) : -INFINITY;
+      }
+    };
+    reduce_block_logits<N>(acc, [&](int j8) { return ld_shared_f2(w_wg + j8 * 32); }, hb, store);
     j0 += kBlockKeys;
     if (++stage == S) {
       stage = 0;
