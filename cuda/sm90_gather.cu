@@ -340,7 +340,7 @@ __global__ void __launch_bounds__(kTmaThreads, 1)
   static_assert(H >= 16 && H <= 64, "N = 64 wgmma columns");
   const GatherLogitsParams& p = kp.p;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  uint8_t* smem = smem_align_1024(smem_raw);
   uint8_t* k_s = smem + L::kOffK;
   float* sc_s = reinterpret_cast<float*>(smem + L::kOffS);
   uint8_t* q_s = smem + L::kOffQ;

@@ -12,6 +12,12 @@
 
 namespace indexlab::cuda::detail {
 
+/// The first 1024-byte aligned address of dynamic shared memory (a 128-byte swizzled TMA box
+/// must start on one); the kernels ask for 1024 bytes more than they use.
+__device__ __forceinline__ uint8_t* smem_align_1024(uint8_t* smem_raw) {
+  return smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+}
+
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_u32(bar)), "r"(count) : "memory");
 }

@@ -74,6 +74,14 @@ __device__ __forceinline__ void write_one(const TopkParams& p, int64_t row, int6
   if (out_s) out_s[t] = key_float(static_cast<uint32_t>(c >> 32));
 }
 
+// Row r's column range [lo, hi): ks / ke (0 / cols when absent) clamped to [0, cols].
+__device__ __forceinline__ void row_range(const TopkParams& p, int64_t r, int64_t* lo, int64_t* hi) {
+  int64_t l = p.ks ? p.ks[r] : 0, h = p.ke ? p.ke[r] : p.cols;
+  l = max64(0, min64(l, p.cols));
+  *lo = l;
+  *hi = max64(l, min64(h, p.cols));
+}
+
 __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, int kpow2) {
   extern __shared__ __align__(16) uint64_t buf[];  // [kpow2]
   __shared__ uint32_t hist[256];
@@ -84,10 +92,8 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, 
 
   const int tid = threadIdx.x;
   const int64_t row = blockIdx.x;
-  int64_t lo = p.ks ? p.ks[row] : 0;
-  int64_t hi = p.ke ? p.ke[row] : p.cols;
-  lo = max64(0, min64(lo, p.cols));
-  hi = max64(lo, min64(hi, p.cols));
+  int64_t lo, hi;
+  row_range(p, row, &lo, &hi);
   const int64_t n = hi - lo;
   const float* x = p.logits + row * p.ld + lo;
   const int k = p.k;
@@ -184,14 +190,6 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p, 
   }
 }
 
-
-// Row r's column range [lo, hi): ks / ke (0 / cols when absent) clamped to [0, cols].
-__device__ __forceinline__ void row_range(const TopkParams& p, int64_t r, int64_t* lo, int64_t* hi) {
-  int64_t l = p.ks ? p.ks[r] : 0, h = p.ke ? p.ke[r] : p.cols;
-  l = max64(0, min64(l, p.cols));
-  *lo = l;
-  *hi = max64(l, min64(h, p.cols));
-}
 
 // Block-wide (NT threads): thread t looks at row b0 + t G (when below rows); the rows of length
 // in (nmin, nmax] are listed in s_list by their t, ascending; *cnt gets how many. Returns the
