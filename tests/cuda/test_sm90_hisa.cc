@@ -25,6 +25,7 @@
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/quant.h"
+#include "tests/common/device_buffer.h"
 #include "tests/common/hisa_problems.h"
 #include "tests/common/sm90_test.h"
 
@@ -125,40 +126,7 @@ TEST(Sm90Hisa, RefusesUnsupportedOptions) {
 
 #if INDEXLAB_HAVE_CUDA
 
-/// Owning device buffer for the tests.
-template <typename T>
-struct Dev {
-  T* p = nullptr;
-  size_t n = 0;
-  Dev() = default;
-  explicit Dev(const std::vector<T>& v) { up(v); }
-  Dev(const Dev&) = delete;
-  Dev& operator=(const Dev&) = delete;
-  ~Dev() {
-    if (p) cudaFree(p);
-  }
-  void alloc(size_t m, int byte = 0xFF) {
-    if (p) cudaFree(p);
-    p = nullptr;
-    n = m;
-    ASSERT_EQ(cudaMalloc(&p, std::max<size_t>(1, m) * sizeof(T)), cudaSuccess);
-    ASSERT_EQ(cudaMemset(p, byte, std::max<size_t>(1, m) * sizeof(T)), cudaSuccess);  // poison
-  }
-  void up(const std::vector<T>& v) {
-    alloc(v.size());
-    if (!v.empty()) {
-      ASSERT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-    }
-  }
-  std::vector<T> down() const {
-    std::vector<T> v(n);
-    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    if (n) {
-      EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    }
-    return v;
-  }
-};
+using testing::Dev;
 
 // ---- Gather logits ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/device_buffer.h"
 #include "tests/common/problems.h"
 #include "tests/common/sm90_test.h"
 #if defined(INDEXLAB_HAVE_CUDA)
@@ -490,29 +491,7 @@ TEST(EmuSm90MisaJudge, AcceptedWhereRoutingAgrees) {
 
 #if defined(INDEXLAB_HAVE_CUDA)
 
-template <typename T>
-struct Dev {
-  T* p = nullptr;
-  size_t n = 0;
-  explicit Dev(const std::vector<T>& v) : n(v.size()) {
-    EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
-    if (n) {
-      EXPECT_EQ(cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-    }
-  }
-  explicit Dev(size_t count) : n(count) {
-    EXPECT_EQ(cudaMalloc(&p, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
-    EXPECT_EQ(cudaMemset(p, 0xFF, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
-  }
-  std::vector<T> get() const {
-    std::vector<T> v(n);
-    if (n) {
-      EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-    }
-    return v;
-  }
-  ~Dev() { cudaFree(p); }
-};
+using testing::Dev;
 
 // launch_pool_fp8 (fp32 means and re-quantized codes in one launch) equals ref::emulate_sm90_pool
 // bit for bit, flat and paged, on blocks of 1 to 2000 keys.
@@ -559,8 +538,8 @@ TEST(Sm90MisaPool, PoolKernelEqualsEmulation) {
     pp.pooled_scale = osc.p;
     ASSERT_TRUE(cuda::launch_pool_fp8(pp).ok());
     ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-    check(in, std::vector<int64_t>(beg.begin(), beg.end()), std::vector<int64_t>(end.begin(), end.end()), a.get(),
-          oc.get(), osc.get(), d, "flat");
+    check(in, std::vector<int64_t>(beg.begin(), beg.end()), std::vector<int64_t>(end.begin(), end.end()), a.down(),
+          oc.down(), osc.down(), d, "flat");
   }
   // Paged: positions of shuffled pages.
   PagedInputs pin = make_paged(3, 1, 8, 128, 8, {700, 1999, 64}, seed_for("pool_paged"));
@@ -593,7 +572,7 @@ TEST(Sm90MisaPool, PoolKernelEqualsEmulation) {
     fb.push_back(off[seq[t]] + beg[t]);
     fe.push_back(off[seq[t]] + end[t]);
   }
-  check(flat, fb, fe, a.get(), oc.get(), osc.get(), 128, "paged");
+  check(flat, fb, fe, a.down(), oc.down(), osc.down(), 128, "paged");
 }
 #endif
 
