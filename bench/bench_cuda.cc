@@ -61,10 +61,12 @@ void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
 }
 BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
-// ws = 1: the warp-specialized prefill logits kernel (the default), timed beside logits_kernel
-// (ws = 0: INDEXLAB_LOGITS=v1). Both set the variable, so an exported value cannot mislabel a row.
+// ws = 1: the warp-specialized prefill logits kernel (the default; fp8 keys by TMA), timed beside
+// its cp.async producer (ws = 2: INDEXLAB_LOGITS=ws1) and logits_kernel (ws = 0:
+// INDEXLAB_LOGITS=v1). Every row sets the variable, so an exported value cannot mislabel a row.
 const char* logits_kernel_env(const benchmark::State& state) {
-  return state.range(2) != 0 ? "ws" : "v1";
+  static const char* const kKernel[] = {"v1", "ws", "ws1"};
+  return kKernel[state.range(2)];
 }
 
 void BM_CudaPrefillCausal(benchmark::State& state) {
@@ -78,12 +80,16 @@ BENCHMARK(BM_CudaPrefillCausal)
     ->ArgNames({"S", "logits_only", "ws"})
     ->Args({8192, 1, 0})
     ->Args({8192, 1, 1})
+    ->Args({8192, 1, 2})
     ->Args({8192, 0, 0})
     ->Args({8192, 0, 1})
+    ->Args({8192, 0, 2})
     ->Args({32768, 1, 0})
     ->Args({32768, 1, 1})
+    ->Args({32768, 1, 2})
     ->Args({32768, 0, 0})
     ->Args({32768, 0, 1})
+    ->Args({32768, 0, 2})
     ->Args({65536, 1, 0})  // 16 GiB of materialized logits; 128K (64 GiB) does not fit this workload
     ->Args({65536, 0, 0})
     ->UseManualTime()

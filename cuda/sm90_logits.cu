@@ -458,10 +458,19 @@ Status launch_logits_d(const LogitsKernelParams& kp, int d, dim3 grid, cudaStrea
 //
 // Same arithmetic as logits_kernel (same wgmma chain per (key, query-head), same epilogue order),
 // so the logits are bit-identical; only the schedule differs. A producer warpgroup streams 64-key
-// blocks into a ring of L::kStages stages (8 for fp8 at d = 128) with cp.async and full/empty
-// mbarriers; four math warpgroups, each owning N = 128 (query, head) columns, consume every block,
-// so a key block is loaded once per CTA and no math thread issues loads. (With a single producer
-// warp the math warps spent a quarter of their time waiting for keys: ncu source counters.)
+// blocks into a ring of L::kStages stages (8 for fp8 at d = 128) with full/empty mbarriers; four
+// math warpgroups, each owning N = 128 (query, head) columns, consume every block, so a key block
+// is loaded once per CTA and no math thread issues loads. (With a single producer warp the math
+// warps spent a quarter of their time waiting for keys: ncu source counters.)
+// Two forms of the producer (template Tma):
+// - Tma (fp8 with 16-byte aligned k and k_scale, the default): one thread issues a block's two
+//   copies, a [64, d] box of the key rows written d-byte swizzled (the layout
+//   make_desc_swizzled describes, as in paged_tma_kernel) and a 64-float box of its scales; the
+//   full barrier completes on their bytes (rows past nk read as zero). The other 127 threads
+//   leave at once.
+// - cp.async (bf16, unaligned fp8, INDEXLAB_LOGITS=ws1): the warpgroup's 128 threads copy the
+//   block in 16-byte pieces into the core-matrix layout. In ncu (H200, 8K causal) their address
+//   arithmetic was ~41 issue slots a math warp's block, in a kernel bound by its issue rate.
 // The default for prefill; INDEXLAB_LOGITS=v1 selects logits_kernel (use_ws_prefill).
 
 __device__ __forceinline__ float2 ld_shared_f2(uint32_t addr) {
@@ -496,7 +505,9 @@ struct WsSmemS {
   static constexpr int kOffS = kOffK + S * kKBytes;
   static constexpr int kOffBar = kOffS + S * kBlockKeys * 4;  // full[S], empty[S]
   static constexpr int kOffRows = kOffBar + 2 * S * 8;
-  static constexpr int kTotal = kOffRows + 2 * kRows * 4;
+  static constexpr int kUsed = kOffRows + 2 * kRows * 4;
+  static constexpr int kTotal = kUsed + 1024;  // the base is rounded up to 1024 bytes (TMA swizzle)
+  static_assert(kOffK % 1024 == 0 && kKBytes % 1024 == 0, "swizzled key stages start on 1024 bytes");
 };
 template <int RB>
 constexpr int pick_ws_stages() {
@@ -508,18 +519,22 @@ constexpr int pick_ws_stages() {
 template <Elem E, int D>
 using WsSmem = WsSmemS<D * kElemBytes<E>, pick_ws_stages<D * kElemBytes<E>>()>;
 
-template <Elem E, int D, int HT>
-__global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKernelParams p) {
+template <Elem E, int D, int HT, bool Tma>
+__global__ void __launch_bounds__(kWsThreads, 1)
+    logits_ws_kernel(const LogitsKernelParams p, const __grid_constant__ CUtensorMap kmap,
+                     const __grid_constant__ CUtensorMap smap) {
   using L = WsSmem<E, D>;
   constexpr int N = kWsN;
   constexpr int NWG = kWsMathWarpgroups;
   constexpr int RB = D * kElemBytes<E>;
   constexpr int S = L::kStages;
+  static_assert(!Tma || E == Elem::kE4m3, "the TMA producer writes rows of at most 128 bytes (fp8)");
   // The producer waits for a stage to be released before it arrives on the block kInFlight
   // behind; kInFlight >= S would wait on a release that needs that very arrival (bf16 at
   // d = 128 has S = 4).
   constexpr int kInFlight = kWsInFlight < S ? kWsInFlight : S - 1;
-  extern __shared__ __align__(1024) uint8_t smem[];
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem = smem_align_1024(smem_raw);
   uint8_t* q_s = smem;
   float* w_s = reinterpret_cast<float*>(smem + L::kOffW);
   uint8_t* k_s = smem + L::kOffK;
@@ -538,9 +553,12 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   load_q_and_w<RB, N, NWG, kWsThreads>(p, h, cr, tid, q_s, w_s);
   if (tid == 0) {
     for (int s = 0; s < S; ++s) {
-      mbar_init(&full[s], 128);        // every producer thread arrives once its copies landed
-      mbar_init(&empty[s], NWG * 4);   // lane 0 of every math warp
+      // Tma: the producer's arrive (with the block's bytes as its tx count); cp.async: every
+      // producer thread arrives once its copies landed.
+      mbar_init(&full[s], Tma ? 1 : 128);
+      mbar_init(&empty[s], NWG * 4);  // lane 0 of every math warp
     }
+    if (Tma) asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -552,36 +570,55 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   const int64_t nblk = ab.bhi - ab.blo;
   const int lane = tid % 32;
 
-  if (tid >= NWG * 128) {  // producer warpgroup: its 128 threads stream the keys
+  if (tid >= NWG * 128) {  // producer warpgroup
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWsProducerRegs));
     const int pt = tid - NWG * 128;
-    for (int64_t it = 0; it < nblk + kInFlight; ++it) {
-      if (it < nblk) {
-        const int stage = static_cast<int>(it % S);
-        if (it >= S) mbar_wait(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1));
-        const int64_t b = blo + it;
-        uint8_t* kd = k_s + stage * L::kKBytes;
-        float* sd = sc_s + stage * kBlockKeys;
-        const uint8_t* base = p.k + b * kBlockKeys * RB;
-        const float* sbase = p.k_scale + b * kBlockKeys;
-        const int valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
-#pragma unroll 1  // few registers here (setmaxnreg.dec)
-        for (int c = pt; c < kBlockKeys * (RB / 16); c += 128) {
-          int row, kc;
-          tile_chunk(c, RB, &row, &kc);
-          const bool ok = row < valid_rows;
-          cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
-        }
-        if (pt < kBlockKeys) {
-          const bool ok = pt < valid_rows;
-          cp_async_4(sd + pt, ok ? sbase + pt : sbase, ok ? 4 : 0);
+    if constexpr (Tma) {  // one thread issues every block's two copies
+      if (pt == 0) {
+        constexpr uint32_t kTx = L::kKBytes + kBlockKeys * 4;
+        int stage = 0;
+        uint32_t phase = 0;  // parity of the empty barrier's phase to wait for
+        for (int64_t it = 0; it < nblk; ++it) {
+          if (it >= S) mbar_wait(&empty[stage], phase);
+          const int row = static_cast<int>((blo + it) * kBlockKeys);  // < nk < 2^31 - 128
+          mbar_arrive_expect_tx(&full[stage], kTx);
+          tma_load_2d(k_s + stage * L::kKBytes, &kmap, 0, row, &full[stage]);
+          tma_load_1d(sc_s + stage * kBlockKeys, &smap, row, &full[stage]);
+          if (++stage == S) {
+            stage = 0;
+            if (it >= S) phase ^= 1u;
+          }
         }
       }
-      cp_async_commit();
-      if (it >= kInFlight) {
-        cp_async_wait<kInFlight>();
-        fence_proxy_async();
-        mbar_arrive(&full[(it - kInFlight) % S]);
+    } else {  // the warpgroup's 128 threads copy 16-byte pieces
+      for (int64_t it = 0; it < nblk + kInFlight; ++it) {
+        if (it < nblk) {
+          const int stage = static_cast<int>(it % S);
+          if (it >= S) mbar_wait(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1));
+          const int64_t b = blo + it;
+          uint8_t* kd = k_s + stage * L::kKBytes;
+          float* sd = sc_s + stage * kBlockKeys;
+          const uint8_t* base = p.k + b * kBlockKeys * RB;
+          const float* sbase = p.k_scale + b * kBlockKeys;
+          const int valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
+#pragma unroll 1  // few registers here (setmaxnreg.dec)
+          for (int c = pt; c < kBlockKeys * (RB / 16); c += 128) {
+            int row, kc;
+            tile_chunk(c, RB, &row, &kc);
+            const bool ok = row < valid_rows;
+            cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
+          }
+          if (pt < kBlockKeys) {
+            const bool ok = pt < valid_rows;
+            cp_async_4(sd + pt, ok ? sbase + pt : sbase, ok ? 4 : 0);
+          }
+        }
+        cp_async_commit();
+        if (it >= kInFlight) {
+          cp_async_wait<kInFlight>();
+          fence_proxy_async();
+          mbar_arrive(&full[(it - kInFlight) % S]);
+        }
       }
     }
     return;
@@ -604,7 +641,10 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   // multiple of 16 bytes inside the 227 KB window, so adding offset >> 4 to a base descriptor
   // is the descriptor of the offset address.
   const uint64_t dq = make_desc(q_addr, 128, 8 * RB);
-  const uint64_t dk = make_desc(smem_u32(k_s), 128, 8 * RB);
+  // Key stages: d-byte swizzled (Tma: a k-step of 32 bytes adds 32 to the address) or the
+  // core-matrix layout (a k-step is 256 bytes further).
+  const uint64_t dk = Tma ? make_desc_swizzled(smem_u32(k_s), RB) : make_desc(smem_u32(k_s), 128, 8 * RB);
+  constexpr int kKStep = Tma ? 2 : 16;  // descriptor units (16 bytes) a k-step
   const int q_first = wg * qpw;
   float* const out_wg = p.logits + (cr.row0 + q_first) * p.ld;
   const int64_t ld = p.ld;
@@ -624,7 +664,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
     const uint64_t dks = dk + static_cast<uint64_t>((stage * L::kKBytes) >> 4);
     wgmma_fence();
 #pragma unroll
-    for (int s = 0; s < RB / 32; ++s) wgmma_step<E, N>(acc, dks + s * 16, dq + s * 16, s > 0 ? 1 : 0);
+    for (int s = 0; s < RB / 32; ++s) wgmma_step<E, N>(acc, dks + s * kKStep, dq + s * 16, s > 0 ? 1 : 0);
     wgmma_commit();
     wgmma_wait<0>();
     fence_acc(acc);
@@ -652,14 +692,52 @@ __global__ void __launch_bounds__(kWsThreads, 1) logits_ws_kernel(const LogitsKe
   }
 }
 
+/// The ws kernel's producer form: TMA for fp8 keys and scales on 16-byte boundaries (a tensor
+/// map's base must be), unless INDEXLAB_LOGITS=ws1 asks for the cp.async form (differential tests,
+/// side-by-side benchmarks). Read at every launch so a test can switch it.
+bool use_ws_tma(const LogitsKernelParams& kp) {
+  const char* e = std::getenv("INDEXLAB_LOGITS");
+  if (e != nullptr && std::strcmp(e, "ws1") == 0) return false;
+  return (reinterpret_cast<uintptr_t>(kp.k) & 15) == 0 && (reinterpret_cast<uintptr_t>(kp.k_scale) & 15) == 0;
+}
+
 template <Elem E, int D, int HT>
 Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t stream) {
   using L = WsSmem<E, D>;
   static_assert(L::kTotal <= kMaxSmem, "warp-specialized logits kernel shared memory");
-  auto kernel = logits_ws_kernel<E, D, HT>;
+  if constexpr (E == Elem::kE4m3) {
+    if (use_ws_tma(kp)) {
+      // The maps of the last keys this thread launched on (a prefill loop over row chunks, or
+      // HISA's and the benchmarks' repeated calls, reuse them; encoding is a driver call).
+      struct Maps {
+        const uint8_t* k = nullptr;
+        const float* k_scale = nullptr;
+        int64_t nk = -1;
+        int d = -1;
+        CUtensorMap kmap, smap;
+      };
+      thread_local Maps last;
+      if (last.k != kp.k || last.k_scale != kp.k_scale || last.nk != kp.nk || last.d != D) {
+        last.k = nullptr;
+        INDEXLAB_RETURN_IF_ERROR(encode_rows_map(kp.k, kp.nk, D, &last.kmap));
+        INDEXLAB_RETURN_IF_ERROR(encode_vec_map(kp.k_scale, kp.nk, kBlockKeys, &last.smap));
+        last.k = kp.k;
+        last.k_scale = kp.k_scale;
+        last.nk = kp.nk;
+        last.d = D;
+      }
+      auto kernel = logits_ws_kernel<E, D, HT, true>;
+      INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
+      kernel<<<grid, kWsThreads, L::kTotal, stream>>>(kp, last.kmap, last.smap);
+      INDEXLAB_CUDA_CHECK(cudaGetLastError());
+      return Status::Ok();
+    }
+  }
+  auto kernel = logits_ws_kernel<E, D, HT, false>;
   INDEXLAB_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));
-  kernel<<<grid, kWsThreads, L::kTotal, stream>>>(kp);
+  const CUtensorMap unused{};
+  kernel<<<grid, kWsThreads, L::kTotal, stream>>>(kp, unused, unused);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();
 }
@@ -1068,6 +1146,9 @@ Status launch_mqa_logits_impl(const P& p, const char* what) {
   if (p.nq == 0 || p.nk == 0) return Status::Ok();
   if (!p.q || !p.k || !p.k_scale || !p.w || !p.ks || !p.ke || !p.logits)
     return error(what, ": a device pointer is null");
+  // Query and key rows are copied in 16-byte pieces (cp.async, TMA).
+  if (reinterpret_cast<uintptr_t>(p.q) % 16 != 0) return error(what, ": q must be 16-byte aligned");
+  if (reinterpret_cast<uintptr_t>(p.k) % 16 != 0) return error(what, ": k must be 16-byte aligned");
   LogitsKernelParams kp{};
   kp.q = reinterpret_cast<const uint8_t*>(p.q);
   kp.w = p.w;

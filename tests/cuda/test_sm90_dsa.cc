@@ -17,6 +17,7 @@
 #include "reference/numerics.h"
 #include "reference/problem.h"
 #include "reference/tc_emulation.h"
+#include "tests/common/device_buffer.h"
 #include "tests/common/problems.h"
 #include "tests/common/sm90_paged_check.h"
 #include "tests/common/sm90_test.h"
@@ -407,6 +408,96 @@ TEST(Sm90Dsa, Fp8_V1LogitsKernel) {
   o.want_logits = true;
   testing::expect_logits_kernels_agree([&](Result* r) { return cuda::dsa_fp8(in, o, r); }, "H64_D128_Lk4097");
 }
+
+// The ws kernel's cp.async producer (INDEXLAB_LOGITS=ws1; the default fp8 one issues TMA copies
+// into swizzled stages): bit-exact against the emulation on every head count and dimension, at
+// tile boundaries, on packed batches; and the two producers give the same logits and selection.
+TEST(Sm90Dsa, Fp8_WsCpAsyncProducer) {
+  SKIP_WITHOUT_GPU();
+  {
+    testing::ScopedEnv ws1("INDEXLAB_LOGITS", "ws1");
+    check_heads_and_dims("Ws1", "ws1_heads", 37, 257);
+    check_tiles("Ws1", "ws1_tiles", {1, 63, 64, 65, 129}, {1, 8, 9});
+    check_flat(make_inputs(packed_case(), seed_for("ws1_packed")), Options{}, "Ws1_Packed");
+  }
+  Case c;
+  c.nq = 33;
+  c.nk = 5000;
+  c.k = 2048;
+  const Inputs in = make_inputs(c, seed_for("ws1_agree"));
+  Options o;
+  o.want_logits = true;
+  Result tma, cpa;
+  ASSERT_TRUE(cuda::dsa_fp8(in, o, &tma).ok());
+  {
+    testing::ScopedEnv ws1("INDEXLAB_LOGITS", "ws1");
+    ASSERT_TRUE(cuda::dsa_fp8(in, o, &cpa).ok());
+  }
+  ASSERT_EQ(tma.logits.size(), cpa.logits.size());
+  EXPECT_EQ(0, std::memcmp(tma.logits.data(), cpa.logits.data(), tma.logits.size() * 4))
+      << "the TMA and cp.async producers give different logits";
+  EXPECT_EQ(tma.index, cpa.index);
+}
+
+#if INDEXLAB_HAVE_CUDA
+// Device pointers as a caller may pass them: key scales that start 4 bytes past a 16-byte
+// boundary take the cp.async producer (a tensor map's base must be 16-byte aligned) and give the
+// bits of an aligned copy; keys or queries off a 16-byte boundary are refused by name.
+TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
+  SKIP_WITHOUT_GPU();
+  Case c;
+  c.nq = 17;
+  c.nk = 1500;
+  const Inputs in = make_inputs(c, seed_for("align"));
+  const int64_t nq = c.nq, nk = c.nk;
+  auto codes = [](const std::vector<float>& v) {  // the inputs are e4m3 values
+    std::vector<uint8_t> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = ref::float_to_e4m3_satfinite(v[i]);
+    return out;
+  };
+  const std::vector<uint8_t> qc = codes(in.q), kc = codes(in.k);
+  std::vector<float> sc_shifted(static_cast<size_t>(nk) + 1, 1.0f);
+  std::copy(in.k_scale.begin(), in.k_scale.end(), sc_shifted.begin() + 1);
+  std::vector<uint8_t> k_shifted(kc.size() + 16, 0);
+  std::copy(kc.begin(), kc.end(), k_shifted.begin() + 8);
+  testing::Dev<uint8_t> dq(qc), dk(kc), dk8(k_shifted);
+  testing::Dev<float> dsc(in.k_scale), dsc1(sc_shifted), dw(in.w), out_a(nq * nk), out_b(nq * nk);
+  testing::Dev<int32_t> dks(in.ks), dke(in.ke);
+  cuda::LogitsParams lp;
+  lp.q = dq.p;
+  lp.k = dk.p;
+  lp.k_scale = dsc.p;
+  lp.w = dw.p;
+  lp.ks = dks.p;
+  lp.ke = dke.p;
+  lp.logits = out_a.p;
+  lp.nq = nq;
+  lp.nk = nk;
+  lp.ld = nk;
+  lp.h = c.h;
+  lp.d = c.d;
+  Status s = cuda::launch_mqa_logits_fp8(lp);
+  ASSERT_TRUE(s.ok()) << s.message();
+  lp.k_scale = dsc1.p + 1;
+  lp.logits = out_b.p;
+  s = cuda::launch_mqa_logits_fp8(lp);
+  ASSERT_TRUE(s.ok()) << s.message();
+  const std::vector<float> a = out_a.down(), b = out_b.down();
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << "misaligned k_scale changed the logits";
+  int64_t finite = 0;
+  for (float v : a) finite += std::isfinite(v) ? 1 : 0;
+  EXPECT_GT(finite, 0);
+  lp.k = dk8.p + 8;
+  s = cuda::launch_mqa_logits_fp8(lp);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("k must be 16-byte aligned"), std::string::npos) << s.message();
+  lp.k = dk.p;
+  lp.q = dq.p + 8;
+  s = cuda::launch_mqa_logits_fp8(lp);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("q must be 16-byte aligned"), std::string::npos) << s.message();
+}
+#endif  // INDEXLAB_HAVE_CUDA
 
 TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
   SKIP_WITHOUT_GPU();
