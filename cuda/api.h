@@ -154,6 +154,10 @@ struct TopkParams {
   const int32_t* block_table = nullptr;
   int64_t max_pages = 0;
   int next_n = 1;
+  // Speed only: the caller knows every row's ke - ks is at least this, so the short-row length
+  // classes below it are not launched (MISA's rows are all long). A wrong hint costs speed, never
+  // a row: rows no launch covered go to the cluster kernel, which takes any length.
+  int64_t min_len_hint = 0;
   void* stream = nullptr;
 };
 Status launch_topk(const TopkParams& p);

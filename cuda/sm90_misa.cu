@@ -626,6 +626,7 @@ Status launch_sort_rows(int32_t* cand, int64_t rows, int64_t k1, cudaStream_t st
 struct Chunk {
   int64_t r0 = 0, rn = 0;                          // rows [r0, r0 + rn)
   int64_t max_range = 0;                           // widest visible range of its rows
+  int64_t min_range = 0;                           // narrowest (the top-k's min_len_hint)
   std::vector<int32_t> pbeg, pend, pseq;           // [npools] pooled ranges (paged: positions)
   std::vector<int32_t> row_ptr, pool_ids;          // CSR of each row's router blocks
   DeviceArray<int32_t> d_pbeg, d_pend, d_pseq, d_row_ptr, d_pool_ids;
@@ -734,8 +735,13 @@ class MisaRunner {
         c.rn += unit;
         r += unit;
       }
-      for (int64_t i = c.r0; i < c.r0 + c.rn; ++i)
-        c.max_range = std::max<int64_t>(c.max_range, static_cast<int64_t>(h_ke[i]) - (paged ? 0 : h_ks[i]));
+      c.min_range = INT64_MAX;
+      for (int64_t i = c.r0; i < c.r0 + c.rn; ++i) {
+        const int64_t len = static_cast<int64_t>(h_ke[i]) - (paged ? 0 : h_ks[i]);
+        c.max_range = std::max(c.max_range, len);
+        c.min_range = std::min(c.min_range, len);
+      }
+      if (c.rn == 0) c.min_range = 0;
       c.pbeg.resize(ids.size());
       c.pend.resize(ids.size());
       c.pseq.resize(ids.size());
@@ -875,6 +881,7 @@ class MisaRunner {
       tp.rows = rn;
       tp.cols = cols;
       tp.ld = cols;
+      tp.min_len_hint = c.min_range;
       if (!dagger) {
         tp.index = index.get() + r0 * K;
         tp.score = score.get() + r0 * K;

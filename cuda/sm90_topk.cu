@@ -1332,7 +1332,7 @@ Status launch_topk(const TopkParams& p) {
     // Without ks / ke every row has cols columns: one class, one CTA a row.
     const int64_t len_hi = p.cols;
     for (const Class& c : classes) {
-      if (covered >= len_hi || c.cap <= covered) continue;
+      if (covered >= len_hi || c.cap <= covered || c.cap < p.min_len_hint) continue;
       const int64_t ncap = std::min(c.cap, std::max<int64_t>(len_hi, 1));
       const bool only = covered < 0 && ncap >= len_hi;     // every row is in this class
       if (!only && !p.ks && !p.ke && ncap < len_hi) continue;  // no row is in this class
