@@ -125,4 +125,30 @@ __device__ __forceinline__ void tile_chunk(int c, int rb, int* row, int* kchunk)
   *kchunk = 2 * g + (c & 1);
 }
 
+/// 128 threads (t = 0..127) copy one block of Rows key rows of RB bytes into the core-matrix
+/// layout at kd, and its Rows scales to sd, by cp.async (the caller commits): rows at or past
+/// valid_rows are zero-filled (their source is clamped to base, 0 bytes read). Unrolled: false
+/// where registers are scarce (after setmaxnreg.dec).
+template <int Rows, int RB, bool Unrolled>
+__device__ __forceinline__ void cp_async_key_block(uint8_t* kd, float* sd, const uint8_t* base, const float* sbase,
+                                                   int valid_rows, int t) {
+  auto copy = [&](int c) {
+    int row, kc;
+    tile_chunk(c, RB, &row, &kc);
+    const bool ok = row < valid_rows;
+    cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
+  };
+  if constexpr (Unrolled) {
+#pragma unroll
+    for (int c = t; c < Rows * (RB / 16); c += 128) copy(c);
+  } else {
+#pragma unroll 1
+    for (int c = t; c < Rows * (RB / 16); c += 128) copy(c);
+  }
+  if (t < Rows) {
+    const bool ok = t < valid_rows;
+    cp_async_4(sd + t, ok ? sbase + t : sbase, ok ? 4 : 0);
+  }
+}
+
 }  // namespace indexlab::cuda::detail

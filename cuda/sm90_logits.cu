@@ -379,17 +379,7 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
       valid_rows = ok ? kBlockKeys : 0;
       if (wtid == 0) bad_wg[stage] = ok ? 0 : 1;
     }
-#pragma unroll
-    for (int c = wtid; c < kBlockKeys * (RB / 16); c += 128) {
-      int row, kc;
-      tile_chunk(c, RB, &row, &kc);
-      const bool ok = row < valid_rows;
-      cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
-    }
-    if (wtid < kBlockKeys) {
-      const bool ok = wtid < valid_rows;
-      cp_async_4(sd + wtid, ok ? sbase + wtid : sbase, ok ? 4 : 0);
-    }
+    cp_async_key_block<kBlockKeys, RB, true>(kd, sd, base, sbase, valid_rows, wtid);
   };
 
 #pragma unroll
@@ -601,17 +591,8 @@ __global__ void __launch_bounds__(kWsThreads, 1)
           const uint8_t* base = p.k + b * kBlockKeys * RB;
           const float* sbase = p.k_scale + b * kBlockKeys;
           const int valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
-#pragma unroll 1  // few registers here (setmaxnreg.dec)
-          for (int c = pt; c < kBlockKeys * (RB / 16); c += 128) {
-            int row, kc;
-            tile_chunk(c, RB, &row, &kc);
-            const bool ok = row < valid_rows;
-            cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
-          }
-          if (pt < kBlockKeys) {
-            const bool ok = pt < valid_rows;
-            cp_async_4(sd + pt, ok ? sbase + pt : sbase, ok ? 4 : 0);
-          }
+          // Not unrolled: few registers here (setmaxnreg.dec).
+          cp_async_key_block<kBlockKeys, RB, false>(kd, sd, base, sbase, valid_rows, pt);
         }
         cp_async_commit();
         if (it >= kInFlight) {

@@ -374,17 +374,7 @@ __global__ void __launch_bounds__(kCNWG * 128, 1) compact8_logits_kernel(const C
     const uint8_t* base = p.k + b * kCKeys * D;
     const float* sbase = p.k_scale + b * kCKeys;
     const int valid_rows = static_cast<int>(min64(kCKeys, p.nk - b * kCKeys));
-#pragma unroll
-    for (int c = wtid; c < kCKeys * (D / 16); c += 128) {
-      int row, kc;
-      tile_chunk(c, D, &row, &kc);
-      const bool ok = row < valid_rows;
-      cp_async_16(kd + core_offset(row, kc, D), ok ? base + row * D + kc * 16 : base, ok ? 16 : 0);
-    }
-    if (wtid < kCKeys) {
-      const bool ok = wtid < valid_rows;
-      cp_async_4(sd + wtid, ok ? sbase + wtid : sbase, ok ? 4 : 0);
-    }
+    cp_async_key_block<kCKeys, D, true>(kd, sd, base, sbase, valid_rows, wtid);
   };
 #pragma unroll
   for (int s = 0; s < kCStages - 1; ++s) {
