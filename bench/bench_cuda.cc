@@ -61,11 +61,13 @@ void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
 }
 BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
-// ws = 1: the warp-specialized prefill logits kernel (the default; fp8 keys by TMA), timed beside
-// its cp.async producer (ws = 2: INDEXLAB_LOGITS=ws1) and logits_kernel (ws = 0:
-// INDEXLAB_LOGITS=v1). Every row sets the variable, so an exported value cannot mislabel a row.
+// ws = 1: the warp-specialized prefill logits kernel (the default; fp8 keys by TMA, at h >= 32
+// with an epilogue warpgroup: logits_wse_kernel), timed beside the same without the epilogue
+// warpgroup (ws = 3: INDEXLAB_LOGITS=wsnoepi), its cp.async producer (ws = 2: ws1) and
+// logits_kernel (ws = 0: v1). Every row sets the variable, so an exported value cannot mislabel a
+// row.
 const char* logits_kernel_env(const benchmark::State& state) {
-  static const char* const kKernel[] = {"v1", "ws", "ws1"};
+  static const char* const kKernel[] = {"v1", "ws", "ws1", "wsnoepi"};
   return kKernel[state.range(2)];
 }
 
@@ -81,15 +83,19 @@ BENCHMARK(BM_CudaPrefillCausal)
     ->Args({8192, 1, 0})
     ->Args({8192, 1, 1})
     ->Args({8192, 1, 2})
+    ->Args({8192, 1, 3})
     ->Args({8192, 0, 0})
     ->Args({8192, 0, 1})
     ->Args({8192, 0, 2})
+    ->Args({8192, 0, 3})
     ->Args({32768, 1, 0})
     ->Args({32768, 1, 1})
     ->Args({32768, 1, 2})
+    ->Args({32768, 1, 3})
     ->Args({32768, 0, 0})
     ->Args({32768, 0, 1})
     ->Args({32768, 0, 2})
+    ->Args({32768, 0, 3})
     ->Args({65536, 1, 0})  // 16 GiB of materialized logits; 128K (64 GiB) does not fit this workload
     ->Args({65536, 0, 0})
     ->UseManualTime()

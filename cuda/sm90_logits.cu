@@ -253,12 +253,13 @@ __device__ __forceinline__ ActiveBlocks active_blocks(const LogitsKernelParams& 
   return a;
 }
 
-/// The reduction of one 64-key block for one warpgroup's N (query, head) columns, in the order at
-/// the top of this file: relu, weights (load_w(j8): the float2 of this lane's pair in group j8),
-/// the pairwise tree over each query's hb = h / 8 groups, the quad shuffles. store(g, p0, p1)
-/// then gets query g's sums for this lane's keys j0 and j0 + 8 (every lane of the quad holds them).
-template <int N, typename LoadW, typename Store>
-__device__ __forceinline__ void reduce_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, Store store) {
+/// The first part of the reduction of one 64-key block for one warpgroup's N (query, head)
+/// columns, in the order at the top of this file: relu, weights (load_w(j8): the float2 of this
+/// lane's pair in group j8), the pairwise tree over each query's hb = h / 8 groups (hb a power of
+/// two; hb > N / 8 leaves the tree's top levels to the caller). emit(g, p0, p1) then gets this
+/// lane's partial p_l (l = lane & 3) of query g for its keys j0 and j0 + 8.
+template <int N, typename LoadW, typename Emit>
+__device__ __forceinline__ void partial_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, Emit emit) {
   float u0[N / 8], u1[N / 8];
 #pragma unroll
   for (int j8 = 0; j8 < N / 8; ++j8) {
@@ -266,7 +267,7 @@ __device__ __forceinline__ void reduce_block_logits(const float (&acc)[N / 2], L
     u0[j8] = fmaf(fmaxf(acc[4 * j8 + 1], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 0], 0.0f), wv.x));
     u1[j8] = fmaf(fmaxf(acc[4 * j8 + 3], 0.0f), wv.y, __fmul_rn(fmaxf(acc[4 * j8 + 2], 0.0f), wv.x));
   }
-  // Pairwise tree inside each query's group of hb entries (hb is a power of two).
+  // Pairwise tree inside each query's group of hb entries.
 #pragma unroll
   for (int st = 1; st < N / 8; st *= 2) {
     if (st < hb) {
@@ -279,15 +280,22 @@ __device__ __forceinline__ void reduce_block_logits(const float (&acc)[N / 2], L
   }
 #pragma unroll
   for (int j8 = 0; j8 < N / 8; ++j8) {
-    if ((j8 & (hb - 1)) == 0) {
-      float p0 = u0[j8], p1 = u1[j8];
-      p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
-      p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
-      p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
-      p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
-      store(j8 / hb, p0, p1);
-    }
+    if ((j8 & (hb - 1)) == 0) emit(j8 / hb, u0[j8], u1[j8]);
   }
+}
+
+/// The reduction of one 64-key block for one warpgroup's N (query, head) columns:
+/// partial_block_logits, then the quad shuffles. store(g, p0, p1) then gets query g's sums for
+/// this lane's keys j0 and j0 + 8 (every lane of the quad holds them).
+template <int N, typename LoadW, typename Store>
+__device__ __forceinline__ void reduce_block_logits(const float (&acc)[N / 2], LoadW load_w, int hb, Store store) {
+  partial_block_logits<N>(acc, load_w, hb, [&](int g, float p0, float p1) {
+    p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 1));
+    p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 1));
+    p0 = __fadd_rn(p0, __shfl_xor_sync(0xffffffffu, p0, 2));
+    p1 = __fadd_rn(p1, __shfl_xor_sync(0xffffffffu, p1, 2));
+    store(g, p0, p1);
+  });
 }
 
 /// The epilogue of one 64-key block (reduce_block_logits), then the key scale and the row's mask.
@@ -379,7 +387,17 @@ __global__ void __launch_bounds__(NWG * 128, 1) logits_kernel(const LogitsKernel
       valid_rows = ok ? kBlockKeys : 0;
       if (wtid == 0) bad_wg[stage] = ok ? 0 : 1;
     }
-    cp_async_key_block<kBlockKeys, RB, true>(kd, sd, base, sbase, valid_rows, wtid);
+#pragma unroll
+    for (int c = wtid; c < kBlockKeys * (RB / 16); c += 128) {
+      int row, kc;
+      tile_chunk(c, RB, &row, &kc);
+      const bool ok = row < valid_rows;
+      cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
+    }
+    if (wtid < kBlockKeys) {
+      const bool ok = wtid < valid_rows;
+      cp_async_4(sd + wtid, ok ? sbase + wtid : sbase, ok ? 4 : 0);
+    }
   };
 
 #pragma unroll
@@ -461,7 +479,8 @@ Status launch_logits_d(const LogitsKernelParams& kp, int d, dim3 grid, cudaStrea
 // - cp.async (bf16, unaligned fp8, INDEXLAB_LOGITS=ws1): the warpgroup's 128 threads copy the
 //   block in 16-byte pieces into the core-matrix layout. In ncu (H200, 8K causal) their address
 //   arithmetic was ~41 issue slots a math warp's block, in a kernel bound by its issue rate.
-// The default for prefill; INDEXLAB_LOGITS=v1 selects logits_kernel (use_ws_prefill).
+// The default for prefill; INDEXLAB_LOGITS=v1 selects logits_kernel (use_ws_prefill). fp8 at h >= 32
+// with the TMA producer runs logits_wse_kernel (below) instead, unless INDEXLAB_LOGITS=wsnoepi.
 
 __device__ __forceinline__ float2 ld_shared_f2(uint32_t addr) {
   float2 v;
@@ -508,6 +527,30 @@ constexpr int pick_ws_stages() {
 }
 template <Elem E, int D>
 using WsSmem = WsSmemS<D * kElemBytes<E>, pick_ws_stages<D * kElemBytes<E>>()>;
+
+/// One thread of a producer warpgroup: streams the key blocks [blo, blo + nblk) of 64 rows into
+/// an S-stage ring, each stage a [64, d] box of the key rows (d-byte swizzled, kKBytes) and a box
+/// of their 64 scales, its full barrier completing on their bytes; a stage is refilled once its
+/// empty barrier completes. I: the block counter's type (each kernel keeps its own).
+template <int S, int kKBytes, typename I>
+__device__ __forceinline__ void tma_produce_key_blocks(uint8_t* k_s, float* sc_s, uint64_t* full, uint64_t* empty,
+                                                       const CUtensorMap* kmap, const CUtensorMap* smap, int64_t blo,
+                                                       I nblk) {
+  constexpr uint32_t kTx = kKBytes + kBlockKeys * 4;
+  int stage = 0;
+  uint32_t phase = 0;  // parity of the empty barrier's phase to wait for
+  for (I it = 0; it < nblk; ++it) {
+    if (it >= S) mbar_wait(&empty[stage], phase);
+    const int row = static_cast<int>((blo + it) * kBlockKeys);  // < nk < 2^31 - 128
+    mbar_arrive_expect_tx(&full[stage], kTx);
+    tma_load_2d(k_s + stage * kKBytes, kmap, 0, row, &full[stage]);
+    tma_load_1d(sc_s + stage * kBlockKeys, smap, row, &full[stage]);
+    if (++stage == S) {
+      stage = 0;
+      if (it >= S) phase ^= 1u;
+    }
+  }
+}
 
 template <Elem E, int D, int HT, bool Tma>
 __global__ void __launch_bounds__(kWsThreads, 1)
@@ -564,22 +607,7 @@ __global__ void __launch_bounds__(kWsThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWsProducerRegs));
     const int pt = tid - NWG * 128;
     if constexpr (Tma) {  // one thread issues every block's two copies
-      if (pt == 0) {
-        constexpr uint32_t kTx = L::kKBytes + kBlockKeys * 4;
-        int stage = 0;
-        uint32_t phase = 0;  // parity of the empty barrier's phase to wait for
-        for (int64_t it = 0; it < nblk; ++it) {
-          if (it >= S) mbar_wait(&empty[stage], phase);
-          const int row = static_cast<int>((blo + it) * kBlockKeys);  // < nk < 2^31 - 128
-          mbar_arrive_expect_tx(&full[stage], kTx);
-          tma_load_2d(k_s + stage * L::kKBytes, &kmap, 0, row, &full[stage]);
-          tma_load_1d(sc_s + stage * kBlockKeys, &smap, row, &full[stage]);
-          if (++stage == S) {
-            stage = 0;
-            if (it >= S) phase ^= 1u;
-          }
-        }
-      }
+      if (pt == 0) tma_produce_key_blocks<S, L::kKBytes>(k_s, sc_s, full, empty, &kmap, &smap, blo, nblk);
     } else {  // the warpgroup's 128 threads copy 16-byte pieces
       for (int64_t it = 0; it < nblk + kInFlight; ++it) {
         if (it < nblk) {
@@ -591,8 +619,17 @@ __global__ void __launch_bounds__(kWsThreads, 1)
           const uint8_t* base = p.k + b * kBlockKeys * RB;
           const float* sbase = p.k_scale + b * kBlockKeys;
           const int valid_rows = static_cast<int>(min64(kBlockKeys, p.nk - b * kBlockKeys));
-          // Not unrolled: few registers here (setmaxnreg.dec).
-          cp_async_key_block<kBlockKeys, RB, false>(kd, sd, base, sbase, valid_rows, pt);
+#pragma unroll 1  // few registers here (setmaxnreg.dec)
+          for (int c = pt; c < kBlockKeys * (RB / 16); c += 128) {
+            int row, kc;
+            tile_chunk(c, RB, &row, &kc);
+            const bool ok = row < valid_rows;
+            cp_async_16(kd + core_offset(row, kc, RB), ok ? base + row * RB + kc * 16 : base, ok ? 16 : 0);
+          }
+          if (pt < kBlockKeys) {
+            const bool ok = pt < valid_rows;
+            cp_async_4(sd + pt, ok ? sbase + pt : sbase, ok ? 4 : 0);
+          }
         }
         cp_async_commit();
         if (it >= kInFlight) {
@@ -673,6 +710,224 @@ __global__ void __launch_bounds__(kWsThreads, 1)
   }
 }
 
+// ---- prefill, warp-specialized with an epilogue warpgroup (fp8 by TMA, h >= 32) -------------
+//
+// logits_ws_kernel's math warps spend ~350 issue slots a 64-key block and warp, ~150 of them on
+// the quad shuffles, the row masks and scattered 4-byte stores (cuda/NOTES.md, ninth and tenth
+// sessions). Here the math warpgroups stop at each lane's partial p_l (partial_block_logits) and
+// write them to a shared-memory ring, with the block's key scales; a sixth, epilogue warpgroup
+// finishes each (key, query): total = (p_0 + p_1) + (p_2 + p_3) (the two shuffle rounds' sum,
+// term for term), times the key scale, + 0, the row's mask, and a store in which a warp writes
+// 32 consecutive keys of one row. Each math warpgroup also splits its N = 128 columns into two
+// m64n64 wgmma chains committed separately: it reduces the first half while the tensor cores run
+// the second. Same arithmetic as logits_ws_kernel, so the same bits; the tests compare the two
+// (INDEXLAB_LOGITS=wsnoepi selects logits_ws_kernel). Threads: [0, 512) math, [512, 640) producer
+// (one thread issues the TMA copies), [640, 768) epilogue. Queries a CTA: Q = 512 / h (16, 8 or
+// 4). h = 128: a query spans both halves, whose tree tops are added (the tree's stride-8 level:
+// u_0 + u_8) before the partial is written.
+// Measured on an H200 (eleventh session): only 2-3% faster than logits_ws_kernel (32K causal
+// logits 10.9 against 11.2 ms): the issue slots were not what bound it. With the epilogue
+// arithmetic left out (wgmma, barriers and stores only) this kernel took 9.06 ms, and with no
+// math at all 5.09 ms; see cuda/NOTES.md.
+constexpr int kWseEpiStages = 2;
+constexpr int kWseThreads = kWsMathWarpgroups * 128 + 256;
+constexpr int kWseLaunchRegs = (65536 / kWseThreads) / 8 * 8;  // 80
+constexpr int kWseMathRegs = 104;
+constexpr int kWseSideRegs = 32;  // producer and epilogue warpgroups
+static_assert(kWsMathWarpgroups * 128 * (kWseMathRegs - kWseLaunchRegs) <=
+                  256 * (kWseLaunchRegs - kWseSideRegs),
+              "setmaxnreg: the math warpgroups would wait forever for registers");
+
+template <int D, int HT>
+struct WseSmem {
+  using W = WsSmem<Elem::kE4m3, D>;
+  static constexpr int kQ = kWsMathWarpgroups * kWsN / HT;  // queries a CTA
+  // Floats a key row of the partial ring: (query, lane) pairs, +4 so that a warp's partial writes
+  // (8 key rows x 4 lanes) fall in 32 distinct banks and the epilogue's 16-byte reads of 32
+  // consecutive rows in distinct 16-byte bank groups.
+  static constexpr int kStride = 4 * kQ + 4;
+  static constexpr int kEpiFloats = kBlockKeys * kStride;
+  static constexpr int kOffEpi = (W::kUsed + 15) & ~15;
+  static constexpr int kOffEpiScale = kOffEpi + kWseEpiStages * kEpiFloats * 4;  // [E][64] key scales
+  static constexpr int kOffEpiBar = kOffEpiScale + kWseEpiStages * kBlockKeys * 4;  // full[E], empty[E]
+  static constexpr int kUsed = kOffEpiBar + 2 * kWseEpiStages * 8;
+  static constexpr int kTotal = kUsed + 1024;
+};
+
+__device__ __forceinline__ float4 ld_shared_f4(uint32_t addr) {
+  float4 v;
+  asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(addr));
+  return v;
+}
+
+template <int D, int HT>
+__global__ void __launch_bounds__(kWseThreads, 1)
+    logits_wse_kernel(const LogitsKernelParams p, const __grid_constant__ CUtensorMap kmap,
+                      const __grid_constant__ CUtensorMap smap) {
+  using L = WsSmem<Elem::kE4m3, D>;
+  using LE = WseSmem<D, HT>;
+  constexpr int N = kWsN;
+  constexpr int NWG = kWsMathWarpgroups;
+  constexpr int RB = D;
+  constexpr int S = L::kStages;
+  constexpr int E = kWseEpiStages;
+  constexpr int qpw = N / HT;  // queries a math warpgroup (HT <= 128)
+  constexpr int Q = LE::kQ;
+  static_assert(HT >= 32 && HT <= 128, "the partial ring holds at most 16 queries");
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  uint8_t* smem = smem_align_1024(smem_raw);
+  uint8_t* q_s = smem;
+  float* w_s = reinterpret_cast<float*>(smem + L::kOffW);
+  uint8_t* k_s = smem + L::kOffK;
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kOffBar);
+  uint64_t* empty = full + S;
+  int32_t* row_lo = reinterpret_cast<int32_t*>(smem + L::kOffRows);
+  int32_t* row_hi = row_lo + L::kRows;
+  float* epi_s = reinterpret_cast<float*>(smem + LE::kOffEpi);
+  float* epi_sc = reinterpret_cast<float*>(smem + LE::kOffEpiScale);
+  uint64_t* epi_full = reinterpret_cast<uint64_t*>(smem + LE::kOffEpiBar);
+  uint64_t* epi_empty = epi_full + E;
+
+  const int tid = threadIdx.x;
+  const CtaRows cr = cta_rows(p, Q, false);
+  fill_row_ranges<kWseThreads>(p, cr, Q, false, tid, row_lo, row_hi);
+  load_q_and_w<RB, N, NWG, kWseThreads>(p, HT, cr, tid, q_s, w_s);
+  if (tid == 0) {
+    for (int s = 0; s < S; ++s) {
+      mbar_init(&full[s], 1);         // the producer's arrive, with the block's bytes as its tx count
+      mbar_init(&empty[s], NWG * 4);  // lane 0 of every math warp
+    }
+    for (int e = 0; e < E; ++e) {
+      mbar_init(&epi_full[e], NWG * 128);  // every math thread, after its partial writes
+      mbar_init(&epi_empty[e], 128);       // every epilogue thread, after its reads
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+
+  const ActiveBlocks ab = active_blocks<kWseThreads>(p, cr, Q, row_lo, row_hi, tid);
+  const int64_t blo = ab.blo;
+  const int nblk = static_cast<int>(ab.bhi - ab.blo);
+  const int lane = tid % 32;
+
+  if (tid >= NWG * 128 + 128) {  // epilogue warpgroup: thread et owns key row et % 64 of every block
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWseSideRegs));
+    const int et = tid - (NWG * 128 + 128);
+    const int r = et & 63;
+    const int qbase = (et >> 6) * (Q / 2);  // its half of the CTA's queries
+    const int ncols = static_cast<int>(p.ncols);
+    const int64_t ld = p.ld;
+    float* const out = p.logits + cr.row0 * ld;
+    const uint32_t row_addr = smem_u32(epi_s + r * LE::kStride + qbase * 4);
+    int j = static_cast<int>(blo) * kBlockKeys + r;
+    for (int it = 0; it < nblk; ++it) {
+      const int es = it % E;
+      mbar_wait(&epi_full[es], static_cast<uint32_t>((it / E) & 1));
+      const float sj = epi_sc[es * kBlockKeys + r];
+#pragma unroll 4  // fully unrolled, h = 32's 8 queries spilled at this warpgroup's 32 registers
+      for (int i = 0; i < Q / 2; ++i) {
+        const int qc = qbase + i;
+        const float4 v = ld_shared_f4(row_addr + (es * LE::kEpiFloats + i * 4) * 4);
+        if (qc < cr.rows_valid && j < ncols) {
+          const float total = __fadd_rn(__fadd_rn(v.x, v.y), __fadd_rn(v.z, v.w));
+          out[qc * ld + j] = (j >= row_lo[qc] && j < row_hi[qc]) ? __fadd_rn(__fmul_rn(total, sj), 0.0f) : -INFINITY;
+        }
+      }
+      mbar_arrive(&epi_empty[es]);
+      j += kBlockKeys;
+    }
+    return;
+  }
+
+  if (tid >= NWG * 128) {  // producer warpgroup: one thread issues every block's two copies
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kWseSideRegs));
+    if (tid == NWG * 128)
+      tma_produce_key_blocks<S, L::kKBytes>(k_s, reinterpret_cast<float*>(smem + L::kOffS), full, empty, &kmap, &smap,
+                                            blo, nblk);
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kWseMathRegs));
+  const int wg = tid / 128;
+  const int warp = (tid % 128) / 32;
+  const int quad = lane & 3;
+  constexpr int hb = HT / 8;
+  constexpr int hbh = hb < 8 ? hb : 8;  // the tree levels inside one 64-column half
+  const uint64_t dq = make_desc(smem_u32(q_s + wg * N * RB), 128, 8 * RB);
+  constexpr uint64_t kHalfB = (64 * RB) >> 4;  // descriptor units: the second 64 B rows
+  const uint64_t dk = make_desc_swizzled(smem_u32(k_s), RB);
+  const int r0 = warp * 16 + (lane >> 2);
+  const uint32_t w_wg = smem_u32(w_s + wg * N + quad * 2);
+  // This lane's partial slots: key rows r0 and r0 + 8, lane quad of each query.
+  float* const part0 = epi_s + r0 * LE::kStride + quad;
+  float* const part1 = part0 + 8 * LE::kStride;
+  float accA[32], accB[32];
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int it = 0; it < nblk; ++it) {
+    const int es = it % E;
+    mbar_wait(&full[stage], phase);
+    const uint64_t dks = dk + static_cast<uint64_t>((stage * L::kKBytes) >> 4);
+    wgmma_fence();
+#pragma unroll
+    for (int s = 0; s < RB / 32; ++s) wgmma_step<Elem::kE4m3, 64>(accA, dks + s * 2, dq + s * 16, s > 0 ? 1 : 0);
+    wgmma_commit();
+#pragma unroll
+    for (int s = 0; s < RB / 32; ++s)
+      wgmma_step<Elem::kE4m3, 64>(accB, dks + s * 2, dq + kHalfB + s * 16, s > 0 ? 1 : 0);
+    wgmma_commit();
+    if (it >= E) mbar_wait(&epi_empty[es], static_cast<uint32_t>((it / E - 1) & 1));
+    if (tid < 32) {  // the block's key scales, for the epilogue warpgroup (the stage is still held)
+      const float* sc = reinterpret_cast<const float*>(smem + L::kOffS) + stage * kBlockKeys;
+      epi_sc[es * kBlockKeys + lane] = sc[lane];
+      epi_sc[es * kBlockKeys + 32 + lane] = sc[32 + lane];
+    }
+    float* const e0 = part0 + es * LE::kEpiFloats;
+    float* const e1 = part1 + es * LE::kEpiFloats;
+    wgmma_wait<1>();
+    fence_acc(accA);
+    float keep0 = 0.0f, keep1 = 0.0f;  // h = 128: the first half's tree top
+    partial_block_logits<64>(accA, [&](int j8) { return ld_shared_f2(w_wg + j8 * 32); }, hbh,
+                             [&](int g, float p0, float p1) {
+                               if constexpr (HT == 128) {
+                                 keep0 = p0;
+                                 keep1 = p1;
+                               } else {
+                                 const int qc = wg * qpw + g;
+                                 e0[qc * 4] = p0;
+                                 e1[qc * 4] = p1;
+                               }
+                             });
+    wgmma_wait<0>();
+    fence_acc(accB);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[stage]);
+    partial_block_logits<64>(accB, [&](int j8) { return ld_shared_f2(w_wg + (8 + j8) * 32); }, hbh,
+                             [&](int g, float p0, float p1) {
+                               int qc;
+                               if constexpr (HT == 128) {
+                                 p0 = __fadd_rn(keep0, p0);
+                                 p1 = __fadd_rn(keep1, p1);
+                                 qc = wg;
+                               } else {
+                                 qc = wg * qpw + 64 / HT + g;
+                               }
+                               e0[qc * 4] = p0;
+                               e1[qc * 4] = p1;
+                             });
+    mbar_arrive(&epi_full[es]);
+    if (++stage == S) {
+      stage = 0;
+      phase ^= 1u;
+    }
+  }
+}
+
 /// The ws kernel's producer form: TMA for fp8 keys and scales on 16-byte boundaries (a tensor
 /// map's base must be), unless INDEXLAB_LOGITS=ws1 asks for the cp.async form (differential tests,
 /// side-by-side benchmarks). Read at every launch so a test can switch it.
@@ -680,6 +935,13 @@ bool use_ws_tma(const LogitsKernelParams& kp) {
   const char* e = std::getenv("INDEXLAB_LOGITS");
   if (e != nullptr && std::strcmp(e, "ws1") == 0) return false;
   return (reinterpret_cast<uintptr_t>(kp.k) & 15) == 0 && (reinterpret_cast<uintptr_t>(kp.k_scale) & 15) == 0;
+}
+
+/// The TMA form at h >= 32 runs logits_wse_kernel (the epilogue warpgroup) unless
+/// INDEXLAB_LOGITS=wsnoepi asks for logits_ws_kernel (differential tests, side-by-side benchmarks).
+bool use_ws_epilogue() {
+  const char* e = std::getenv("INDEXLAB_LOGITS");
+  return !(e != nullptr && std::strcmp(e, "wsnoepi") == 0);
 }
 
 template <Elem E, int D, int HT>
@@ -706,6 +968,17 @@ Status launch_logits_ws(const LogitsKernelParams& kp, dim3 grid, cudaStream_t st
         last.k_scale = kp.k_scale;
         last.nk = kp.nk;
         last.d = D;
+      }
+      if constexpr (HT >= 32) {
+        if (use_ws_epilogue()) {
+          using LE = WseSmem<D, HT>;
+          static_assert(LE::kTotal <= kMaxSmem, "logits_wse_kernel shared memory");
+          auto kernel = logits_wse_kernel<D, HT>;
+          INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, LE::kTotal));
+          kernel<<<grid, kWseThreads, LE::kTotal, stream>>>(kp, last.kmap, last.smap);
+          INDEXLAB_CUDA_CHECK(cudaGetLastError());
+          return Status::Ok();
+        }
       }
       auto kernel = logits_ws_kernel<E, D, HT, true>;
       INDEXLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kTotal));

@@ -70,24 +70,24 @@ ref::Result expect_reruns_bitwise_identical(Run run, int reruns, const std::stri
   return first;
 }
 
-/// The two prefill logits schedules: `run` on the default warp-specialized kernel
-/// (INDEXLAB_LOGITS=ws) must give the same bits in 20 reruns, and the same logits and selection
-/// as on logits_kernel (INDEXLAB_LOGITS=v1).
+/// Two prefill logits kernels named by INDEXLAB_LOGITS: `run` under `a` (default: the
+/// warp-specialized kernel, "ws") must give the same bits in 20 reruns, and the same logits and
+/// selection as under `b` (default: logits_kernel, "v1").
 template <typename Run>
-void expect_logits_kernels_agree(Run run, const std::string& what) {
-  ref::Result ws_out;
+void expect_logits_kernels_agree(Run run, const std::string& what, const char* a = "ws", const char* b = "v1") {
+  ref::Result first;
   {
-    ScopedEnv ws("INDEXLAB_LOGITS", "ws");
-    ws_out = expect_reruns_bitwise_identical(run, 20, what + " (ws)");
+    ScopedEnv env("INDEXLAB_LOGITS", a);
+    first = expect_reruns_bitwise_identical(run, 20, what + " (" + a + ")");
   }
-  ScopedEnv v1("INDEXLAB_LOGITS", "v1");
-  ref::Result dflt;
-  Status st = run(&dflt);
+  ScopedEnv env("INDEXLAB_LOGITS", b);
+  ref::Result second;
+  Status st = run(&second);
   ASSERT_TRUE(st.ok()) << what << ": " << st.message();
-  ASSERT_EQ(ws_out.logits.size(), dflt.logits.size()) << what;
-  EXPECT_EQ(0, std::memcmp(ws_out.logits.data(), dflt.logits.data(), dflt.logits.size() * 4))
-      << what << ": the ws and v1 logits kernels disagree";
-  EXPECT_EQ(ws_out.index, dflt.index) << what << ": the two logits kernels select differently";
+  ASSERT_EQ(first.logits.size(), second.logits.size()) << what;
+  EXPECT_EQ(0, std::memcmp(first.logits.data(), second.logits.data(), second.logits.size() * 4))
+      << what << ": the " << a << " and " << b << " logits kernels disagree";
+  EXPECT_EQ(first.index, second.index) << what << ": the " << a << " and " << b << " logits kernels select differently";
 }
 
 }  // namespace indexlab::testing

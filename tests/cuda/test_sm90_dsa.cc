@@ -409,6 +409,33 @@ TEST(Sm90Dsa, Fp8_V1LogitsKernel) {
   testing::expect_logits_kernels_agree([&](Result* r) { return cuda::dsa_fp8(in, o, r); }, "H64_D128_Lk4097");
 }
 
+// The fp8 TMA prefill at h >= 32 runs logits_wse_kernel (an epilogue warpgroup finishes the
+// math warpgroups' partial sums; the other tests run it by default). Its predecessor,
+// logits_ws_kernel (INDEXLAB_LOGITS=wsnoepi), must give the same bits: every head count it takes
+// (32, 64, 128) at d = 64 and 128, causal-tail ranges and row counts off its 512 / h row tiles, 20
+// reruns each; and the old kernel stays bit-exact against the emulation.
+TEST(Sm90Dsa, Fp8_WsEpilogueWarpgroup) {
+  SKIP_WITHOUT_GPU();
+  for (int h : {32, 64, 128}) {
+    for (int d : {64, 128}) {
+      Case c;
+      c.nq = 37;
+      c.nk = 1999;
+      c.h = h;
+      c.d = d;
+      c.k = 512;
+      const std::string tag = "Wse_H" + std::to_string(h) + "_D" + std::to_string(d);
+      const Inputs in = make_inputs(c, seed_for(tag.c_str()));
+      Options o;
+      o.want_logits = true;
+      testing::expect_logits_kernels_agree([&](Result* r) { return cuda::dsa_fp8(in, o, r); }, tag, "ws", "wsnoepi");
+    }
+  }
+  testing::ScopedEnv old("INDEXLAB_LOGITS", "wsnoepi");
+  check_heads_and_dims("WsNoEpi", "wsnoepi_heads", 29, 411);
+  check_tiles("WsNoEpi", "wsnoepi_tiles", {1, 63, 64, 65, 129}, {1, 8, 9});
+}
+
 // The ws kernel's cp.async producer (INDEXLAB_LOGITS=ws1; the default fp8 one issues TMA copies
 // into swizzled stages): bit-exact against the emulation on every head count and dimension, at
 // tile boundaries, on packed batches; and the two producers give the same logits and selection.
