@@ -85,7 +85,7 @@ case "$cmd" in
     # HISA (32K, 64K), MISA and MISA-dagger (64K) decode, each beside DSA.
     bench bench_sparse_decode 120 'BM_SparseDecode/.*/ctx:(32768|65536)'
     step memcheck 200 compute-sanitizer --tool memcheck ./test_cuda \
-      --gtest_filter='Sm90Dsa.Fp8_V1LogitsKernel:Sm90DsaBf16.Bf16_TileBoundaries:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages:Sm90PagedBf16.Bf16_NextN1to4_OutOfOrderPages'
+      --gtest_filter='Sm90Dsa.Fp8_TileBoundaries:Sm90Dsa.Fp8_V1LogitsKernel:Sm90DsaBf16.Bf16_TileBoundaries:Sm90Paged.Fp8_NextN1to4_OutOfOrderPages:Sm90PagedBf16.Bf16_NextN1to4_OutOfOrderPages'
     step memcheck_tma_topk 150 compute-sanitizer --tool memcheck ./test_cuda \
       --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Topk.*:Sm90Gather.TileMode*'
     step racecheck 300 compute-sanitizer --tool racecheck ./test_cuda \
