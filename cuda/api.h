@@ -62,10 +62,12 @@ Status mqa_logits_bf16(const ref::Inputs& in, std::vector<float>* logits);
 
 /// Top-k of rows of fp32 logits ([rows, cols] row-major, host), over columns [ks[r], ke[r]):
 /// canonical order (score descending, index ascending), -1 / -inf padding, NaN and -inf never
-/// selected; indices relative to ks (or absolute columns).
+/// selected; indices relative to ks (or absolute columns). min_len_hint: TopkParams's (speed
+/// only; tests pass right and wrong hints).
 Status topk_rows(const std::vector<float>& logits, int64_t rows, int64_t cols,
                  const std::vector<int32_t>& ks, const std::vector<int32_t>& ke, int k,
-                 ref::IndexBase base, std::vector<int32_t>* index, std::vector<float>* score);
+                 ref::IndexBase base, std::vector<int32_t>* index, std::vector<float>* score,
+                 int64_t min_len_hint = 0);
 
 /// GPU probe of the fp8 wgmma accumulation (SPEC 8): one m64n8k32 e4m3 instruction, A [64,32]
 /// and B [8,32] given as e4m3 codes (K-major), C [64,8] fp32 incoming accumulator (row-major).

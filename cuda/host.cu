@@ -281,7 +281,8 @@ Status mqa_logits_fp8(const ref::Inputs& in, std::vector<float>* logits) {
 
 Status topk_rows(const std::vector<float>& logits, int64_t rows, int64_t cols,
                  const std::vector<int32_t>& ks, const std::vector<int32_t>& ke, int k,
-                 ref::IndexBase base, std::vector<int32_t>* index, std::vector<float>* score) {
+                 ref::IndexBase base, std::vector<int32_t>* index, std::vector<float>* score,
+                 int64_t min_len_hint) {
   if (!index || !score) return error("index and score must not be null");
   if (rows < 0 || cols < 0) return error("rows = ", rows, ", cols = ", cols, " must be >= 0");
   if (static_cast<int64_t>(logits.size()) != rows * cols)
@@ -317,6 +318,7 @@ Status topk_rows(const std::vector<float>& logits, int64_t rows, int64_t cols,
   tp.ld = cols;
   tp.k = k;
   tp.absolute = base == ref::IndexBase::kAbsolute;
+  tp.min_len_hint = min_len_hint;
   INDEXLAB_RETURN_IF_ERROR(launch_topk(tp));
   INDEXLAB_RETURN_IF_ERROR(detail::sync_check());
   index->resize(static_cast<size_t>(rows) * k);

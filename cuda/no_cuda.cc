@@ -20,7 +20,7 @@ Status dsa_paged_fp8(const ref::PagedInputs&, const ref::Options&, ref::Result*)
 Status mqa_logits_fp8(const ref::Inputs&, std::vector<float>*) { return no_cuda(); }
 Status topk_rows(const std::vector<float>&, int64_t, int64_t, const std::vector<int32_t>&,
                  const std::vector<int32_t>&, int, ref::IndexBase, std::vector<int32_t>*,
-                 std::vector<float>*) {
+                 std::vector<float>*, int64_t) {
   return no_cuda();
 }
 Status probe_wgmma_fp8(const uint8_t*, const uint8_t*, const float*, float*, bool) { return no_cuda(); }

@@ -14,7 +14,6 @@
 
 #include "cuda/api.h"
 #include "tests/common/canonical_topk.h"
-#include "tests/common/device_buffer.h"
 #include "tests/common/random_problem.h"
 #include "tests/common/sm90_test.h"
 
@@ -212,37 +211,17 @@ TEST(Sm90TopkSmall, LengthClassesInOneCall) {
     ASSERT_EQ(i0, i1) << "rerun " << rep;
     ASSERT_EQ(0, std::memcmp(s0.data(), s1.data(), s0.size() * 4)) << "rerun " << rep;
   }
-#if INDEXLAB_HAVE_CUDA
   {
     // TopkParams::min_len_hint skips the length classes below it; a hint that is wrong for most
     // rows (they are shorter) must still give every row its selection, as must a right one.
-    testing::Dev<float> dx(x);
-    testing::Dev<int32_t> dks(ks), dke(ke);
     int64_t shortest = cols;
     for (int64_t r = 0; r < rows; ++r) shortest = std::min<int64_t>(shortest, ke[r] - ks[r]);
     for (int64_t hint : {shortest, int64_t{30000}, int64_t{cols}}) {
-      testing::Dev<int32_t> di(static_cast<size_t>(rows * 2048));
-      testing::Dev<float> dsc(static_cast<size_t>(rows * 2048));
-      cuda::TopkParams tp;
-      tp.logits = dx.p;
-      tp.ks = dks.p;
-      tp.ke = dke.p;
-      tp.index = di.p;
-      tp.score = dsc.p;
-      tp.rows = rows;
-      tp.cols = cols;
-      tp.ld = cols;
-      tp.k = 2048;
-      tp.min_len_hint = hint;
-      Status st = cuda::launch_topk(tp);
-      ASSERT_TRUE(st.ok()) << st.message();
-      const std::vector<int32_t> ih = di.down();
-      const std::vector<float> sh = dsc.down();
-      ASSERT_EQ(i0, ih) << "min_len_hint " << hint;
-      ASSERT_EQ(0, std::memcmp(s0.data(), sh.data(), s0.size() * 4)) << "min_len_hint " << hint;
+      ASSERT_TRUE(cuda::topk_rows(x, rows, cols, ks, ke, 2048, ref::IndexBase::kRelative, &i1, &s1, hint).ok());
+      ASSERT_EQ(i0, i1) << "min_len_hint " << hint;
+      ASSERT_EQ(0, std::memcmp(s0.data(), s1.data(), s0.size() * 4)) << "min_len_hint " << hint;
     }
   }
-#endif
   {
     // The cluster kernel's one-wave loop over the rows (taken by default only past 32 rows an SM).
     testing::ScopedEnv loop("INDEXLAB_TOPK_CLUSTER_LOOP", "1");
