@@ -91,8 +91,13 @@ struct LogitsParams {
   const int32_t* ks = nullptr;     // [nq]
   const int32_t* ke = nullptr;     // [nq]  (ks <= ke <= nk)
   float* logits = nullptr;         // [nq, ld]: columns [0, nk) written, -inf outside [ks, ke)
+                                   // (see clean_logits)
   int64_t nq = 0, nk = 0, ld = 0;
   int h = 0, d = 0;
+  // false: columns outside every row's [ks, ke) may be left unwritten where no key block of the
+  // kernel's tile reaches (DeepGEMM's clean_logits = False): for callers that read only [ks, ke),
+  // such as launch_topk with the same ks / ke. Columns inside the ranges are the same bits.
+  bool clean_logits = true;
   void* stream = nullptr;          // cudaStream_t
 };
 Status launch_mqa_logits_fp8(const LogitsParams& p);
@@ -120,8 +125,13 @@ struct LogitsBf16Params {
   const int32_t* ks = nullptr;     // [nq]
   const int32_t* ke = nullptr;     // [nq]  (ks <= ke <= nk)
   float* logits = nullptr;         // [nq, ld]: columns [0, nk) written, -inf outside [ks, ke)
+                                   // (see clean_logits)
   int64_t nq = 0, nk = 0, ld = 0;
   int h = 0, d = 0;
+  // false: columns outside every row's [ks, ke) may be left unwritten where no key block of the
+  // kernel's tile reaches (DeepGEMM's clean_logits = False): for callers that read only [ks, ke),
+  // such as launch_topk with the same ks / ke. Columns inside the ranges are the same bits.
+  bool clean_logits = true;
   void* stream = nullptr;          // cudaStream_t
 };
 Status launch_mqa_logits_bf16(const LogitsBf16Params& p);

@@ -187,6 +187,8 @@ Status make_prefill(bool bf16, int64_t s, int h, int d, int k, bool logits_only,
   lp.ld = s;
   lp.h = h;
   lp.d = d;
+  // With the top-k the logits are read only inside [ks, ke): no -inf fill (clean_logits).
+  lp.clean_logits = logits_only;
   wl->bf16 = bf16;
   auto& lpb = wl->lpb;
   lpb.q = reinterpret_cast<const uint16_t*>(wl->q.p);
@@ -201,6 +203,7 @@ Status make_prefill(bool bf16, int64_t s, int h, int d, int k, bool logits_only,
   lpb.ld = lp.ld;
   lpb.h = h;
   lpb.d = d;
+  lpb.clean_logits = logits_only;
   auto& tp = wl->tp;
   tp.logits = wl->logits.p;
   tp.ks = wl->ks.p;

@@ -140,6 +140,8 @@ Status dsa_flat(const ref::Inputs& in, const ref::Options& opt, ref::Result* out
     lp.ld = nk;
     lp.h = h;
     lp.d = d;
+    // The top-k reads only [ks, ke); the -inf fill is for callers that want the logits.
+    lp.clean_logits = opt.want_logits;
     INDEXLAB_RETURN_IF_ERROR(Tr::launch(lp));
     TopkParams tp;
     tp.logits = dlog.get();

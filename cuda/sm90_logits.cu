@@ -47,6 +47,9 @@ struct LogitsKernelParams {
   int64_t blocks_per_cta;
   int h;
   bool paged;
+  // Prefill: leave the columns outside the CTA's active blocks unwritten instead of -inf
+  // (LogitsParams::clean_logits = false; zero-initialized params fill).
+  bool skip_fill;
   // prefill
   const uint8_t* k;       // [nk, d] elements
   const float* k_scale;   // [nk]
@@ -216,7 +219,7 @@ __device__ __forceinline__ void load_page_ids(const LogitsKernelParams& p, int64
 
 /// The active key blocks [blo, bhi) of a CTA: its chunk of blocks (from c_lo, blockIdx.y)
 /// intersected with the union of its rows' ranges; writes -inf into the chunk's columns outside
-/// them. Needs row_lo / row_hi visible to every thread.
+/// them (unless p.skip_fill). Needs row_lo / row_hi visible to every thread.
 struct ActiveBlocks {
   int64_t c_lo, blo, bhi;
 };
@@ -243,7 +246,7 @@ __device__ __forceinline__ ActiveBlocks active_blocks(const LogitsKernelParams& 
   const int64_t col_a = a.c_lo * kBlockKeys, col_b = min64(c_hi * kBlockKeys, p.ncols);
   const int64_t act_a = a.blo * kBlockKeys, act_b = a.bhi * kBlockKeys;
   const int64_t width = col_b - col_a;
-  for (int r = 0; r < c.rows_valid; ++r) {
+  for (int r = 0; r < c.rows_valid && !p.skip_fill; ++r) {
     float* out = p.logits + (c.row0 + r) * p.ld;
     for (int64_t t = tid; t < width; t += kThreads) {
       const int64_t j = col_a + t;
@@ -1418,6 +1421,7 @@ Status launch_mqa_logits_impl(const P& p, const char* what) {
   kp.ks = p.ks;
   kp.ke = p.ke;
   kp.nk = p.nk;
+  kp.skip_fill = !p.clean_logits;
   const int rows = 2 * 256 / p.h;
   const int64_t tiles = (p.nq + rows - 1) / rows;
   if (tiles > INT32_MAX) return error("nq = ", p.nq, " is too large");

@@ -54,6 +54,7 @@ class DsaFlatWorkload : public Workload {
       lp.ld = cols;
       lp.h = h;
       lp.d = d;
+      lp.clean_logits = false;  // the top-k below reads only [ks, ke)
       INDEXLAB_RETURN_IF_ERROR(launch_mqa_logits_fp8(lp));
       INDEXLAB_RETURN_IF_ERROR(timer.mark("logits"));
       TopkParams tp;

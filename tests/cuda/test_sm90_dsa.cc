@@ -529,6 +529,125 @@ TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("q must be 16-byte aligned"), std::string::npos) << s.message();
 }
+
+// clean_logits = false (the DSA pipeline with its top-k, where the logits are read only inside
+// [ks, ke)): the kernels skip the -inf fill of the columns outside their tiles' key blocks. On
+// ragged ranges (short causal rows, some starting mid-row), for each fp8 prefill kernel: the
+// columns inside every range are the clean launch's bits, every column outside is -inf or still
+// the poison (and some are: the fill was skipped), the top-k over both buffers is the same; and
+// dsa_fp8 / dsa_bf16 without want_logits (which skip the fill) select what they select with it.
+TEST(Sm90Dsa, Fp8_UncleanLogitsForTopk) {
+  SKIP_WITHOUT_GPU();
+  const int64_t nq = 300, nk = 3001;
+  for (const char* kernel : {"ws", "wsnoepi", "ws1", "v1"}) {
+    for (int h : {16, 64}) {
+      Case c;
+      c.nq = nq;
+      c.nk = nk;
+      c.h = h;
+      c.k = 96;
+      for (int64_t r = 0; r < nq; ++r) {
+        const int32_t e = static_cast<int32_t>(std::min<int64_t>(nk, 1 + 10 * r + r % 7));
+        c.ke.push_back(e);
+        c.ks.push_back(r % 3 == 0 ? e / 2 : 0);
+      }
+      const std::string tag = std::string("Unclean_") + kernel + "_H" + std::to_string(h);
+      const Inputs in = make_inputs(c, seed_for(tag.c_str()));
+      testing::ScopedEnv env("INDEXLAB_LOGITS", kernel);
+      std::vector<uint8_t> qc(in.q.size()), kc(in.k.size());
+      for (size_t i = 0; i < qc.size(); ++i) qc[i] = ref::float_to_e4m3_satfinite(in.q[i]);
+      for (size_t i = 0; i < kc.size(); ++i) kc[i] = ref::float_to_e4m3_satfinite(in.k[i]);
+      testing::Dev<uint8_t> dq(qc), dk(kc);
+      testing::Dev<float> dsc(in.k_scale), dw(in.w), clean, unclean;
+      clean.alloc(static_cast<size_t>(nq * nk), 0xFF);    // NaN
+      unclean.alloc(static_cast<size_t>(nq * nk), 0x7F);  // 0x7F7F7F7F, a finite poison
+      testing::Dev<int32_t> dks(in.ks), dke(in.ke);
+      cuda::LogitsParams lp;
+      lp.q = dq.p;
+      lp.k = dk.p;
+      lp.k_scale = dsc.p;
+      lp.w = dw.p;
+      lp.ks = dks.p;
+      lp.ke = dke.p;
+      lp.logits = clean.p;
+      lp.nq = nq;
+      lp.nk = nk;
+      lp.ld = nk;
+      lp.h = h;
+      lp.d = c.d;
+      ASSERT_TRUE(cuda::launch_mqa_logits_fp8(lp).ok()) << tag;
+      lp.logits = unclean.p;
+      lp.clean_logits = false;
+      ASSERT_TRUE(cuda::launch_mqa_logits_fp8(lp).ok()) << tag;
+      const std::vector<float> a = clean.down(), b = unclean.down();
+      int64_t inside_diff = 0, outside_bad = 0, clean_bad = 0, poison_left = 0;
+      for (int64_t r = 0; r < nq; ++r) {
+        for (int64_t j = 0; j < nk; ++j) {
+          const size_t t = static_cast<size_t>(r * nk + j);
+          if (j >= in.ks[r] && j < in.ke[r]) {
+            inside_diff += bits(a[t]) != bits(b[t]);
+          } else {
+            clean_bad += bits(a[t]) != 0xFF800000u;
+            poison_left += bits(b[t]) == 0x7F7F7F7Fu;
+            outside_bad += bits(b[t]) != 0xFF800000u && bits(b[t]) != 0x7F7F7F7Fu;
+          }
+        }
+      }
+      EXPECT_EQ(inside_diff, 0) << tag << ": logits inside [ks, ke) differ from the clean launch";
+      EXPECT_EQ(clean_bad, 0) << tag << ": the clean launch left a column outside [ks, ke) not -inf";
+      EXPECT_EQ(outside_bad, 0) << tag << ": a column outside [ks, ke) is neither -inf nor the poison";
+      EXPECT_GT(poison_left, 0) << tag << ": clean_logits = false still filled every column";
+      // The top-k over both buffers (the unclean one still holds the finite poison outside).
+      std::vector<std::vector<int32_t>> idx;
+      std::vector<std::vector<float>> sc;
+      for (float* buf : {clean.p, unclean.p}) {
+        testing::Dev<int32_t> di(static_cast<size_t>(nq * c.k));
+        testing::Dev<float> ds(static_cast<size_t>(nq * c.k));
+        cuda::TopkParams tp;
+        tp.logits = buf;
+        tp.ks = dks.p;
+        tp.ke = dke.p;
+        tp.index = di.p;
+        tp.score = ds.p;
+        tp.rows = nq;
+        tp.cols = nk;
+        tp.ld = nk;
+        tp.k = c.k;
+        ASSERT_TRUE(cuda::launch_topk(tp).ok()) << tag;
+        idx.push_back(di.down());
+        sc.push_back(ds.down());
+      }
+      EXPECT_EQ(idx[0], idx[1]) << tag << ": the top-k saw columns outside [ks, ke)";
+      EXPECT_EQ(0, std::memcmp(sc[0].data(), sc[1].data(), sc[0].size() * 4)) << tag;
+      // dsa_fp8 skips the fill unless want_logits: same selection either way.
+      Options o;
+      Result with, without;
+      o.want_logits = true;
+      ASSERT_TRUE(cuda::dsa_fp8(in, o, &with).ok()) << tag;
+      o.want_logits = false;
+      ASSERT_TRUE(cuda::dsa_fp8(in, o, &without).ok()) << tag;
+      EXPECT_EQ(with.index, without.index) << tag;
+      EXPECT_EQ(0, std::memcmp(with.score.data(), without.score.data(), with.score.size() * 4)) << tag;
+    }
+  }
+  Case c;
+  c.nq = 77;
+  c.nk = 2500;
+  c.k = 64;
+  for (int64_t r = 0; r < c.nq; ++r) {
+    c.ke.push_back(static_cast<int32_t>(1 + 31 * r));
+    c.ks.push_back(static_cast<int32_t>(r % 2 == 0 ? 15 * r : 0));
+  }
+  const Inputs in = testing::make_dsa_inputs(c, seed_for("unclean_bf16"), ref::Precision::kBf16);
+  Options o;
+  Result with, without;
+  o.want_logits = true;
+  ASSERT_TRUE(cuda::dsa_bf16(in, o, &with).ok());
+  o.want_logits = false;
+  ASSERT_TRUE(cuda::dsa_bf16(in, o, &without).ok());
+  EXPECT_EQ(with.index, without.index) << "bf16";
+  EXPECT_EQ(0, std::memcmp(with.score.data(), without.score.data(), with.score.size() * 4)) << "bf16";
+}
 #endif  // INDEXLAB_HAVE_CUDA
 
 TEST(Sm90Dsa, Fp8_TwentyRerunsBitwiseIdentical) {
