@@ -31,6 +31,10 @@ __device__ __forceinline__ float key_float(uint32_t k) {
   const uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
   return __uint_as_float(u);
 }
+// The smallest shift sh with (range >> sh) < 2^bits (digits of a key range over 2^bits bins).
+__device__ __forceinline__ int range_shift(uint64_t range, int bits) {
+  return (range >> bits) == 0 ? 0 : (64 - __clzll(static_cast<long long>(range))) - bits;
+}
 
 // The selection works on a unique 64-bit composite per column: key << 32 | ~index, so that ties
 // on the score resolve to the lower index. A radix select (8 bits a pass, re-reading the row from
@@ -280,7 +284,8 @@ __device__ __forceinline__ void for_rows(const TopkParams& p, int64_t unit, int6
 // and order on every run whatever order the atomics took.
 constexpr int kClusterCtas = 2;
 constexpr int kCT = 1024;       // threads per CTA
-constexpr int kBins = 4096;     // 12-bit digits
+constexpr int kBinBits = 12;
+constexpr int kBins = 1 << kBinBits;  // 12-bit digits
 constexpr int kCand = 12288;    // leader's candidate buffer, in composites (>= kMaxTopK)
 constexpr uint32_t kMaxBucket = 128;
 constexpr int kSpec = 8192;     // per-CTA buffer of the first pass's speculative candidates
@@ -720,8 +725,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
     __syncthreads();
     const uint32_t kmin = st.kmin;
     const uint32_t range = st.kmax - kmin;
-    int bs = 0;
-    while ((range >> bs) >= static_cast<uint32_t>(kBins)) ++bs;
+    const int bs = range_shift(range, kBinBits);
     auto bucket = [&](uint64_t c) {
       return static_cast<uint32_t>(kBins - 1) - ((static_cast<uint32_t>(c >> 32) - kmin) >> bs);
     };
@@ -757,6 +761,7 @@ __global__ void __cluster_dims__(kClusterCtas, 1, 1) __launch_bounds__(kCT, 1)
         const uint32_t b = bucket(c);
         const uint32_t s = start[b], e = b + 1 < static_cast<uint32_t>(kBins) ? start[b + 1] : tot;
         uint32_t r = 0;
+#pragma unroll 1  // buckets hold ~0.5 winners: the unrolled form's remainder code cost more
         for (uint32_t j = s; j < e; ++j) r += B[j] > c;
         write_one(p, row, lo, out_i, out_s, static_cast<int>(s + r), c);
       }
@@ -828,8 +833,10 @@ __device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp
 
 // The short-row kernel. Phases (one CTA a row, ST threads):
 //  1. Load: one bulk copy (cp.async.bulk, the TMA engine) brings the row's 16-byte aligned body
-//     into shared memory; the threads load the at most 3 + 3 columns before and after it. One pass
-//     turns the floats into keys in place and reduces count, min and max.
+//     into shared memory; the threads load the at most 3 + 3 columns before and after it. The row
+//     stays as floats: the linear passes below read 16-byte quads (the slots around the row in
+//     its first and last quad hold -inf) and take a float's key only when they keep it; the rare
+//     refinement and tie passes take keys column by column. One pass reduces count, min and max.
 //  2. Select: a first pass bins the values linearly over [min, max] (floor((x - min) * 1024 /
 //     (max - min)): monotone in x, so every bin is a contiguous key range). That spreads scores
 //     of any range evenly, where a digit of the key's top bits piles them onto a few bins and the
@@ -849,10 +856,23 @@ __device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp
 // ms, against 2.19 ms for the previous form (2048 key-digit bins from the first pass, a
 // 256-thread load loop, one atomic a winner, a bitonic sort of every row's winners) in the same
 // run (cuda/NOTES.md, eighth session).
-__device__ __forceinline__ uint32_t lin_bin(uint32_t key, float xmin, float scale) {
-  const float t = (key_float(key) - xmin) * scale;
+__device__ __forceinline__ uint32_t lin_binf(float x, float xmin, float scale) {
+  const float t = (x - xmin) * scale;
   return min(__float2uint_rz(t), static_cast<uint32_t>(kNB - 1));
 }
+// The same bin from a key (key_float(float_key(x)) is x, with -0 as +0: the same bin).
+__device__ __forceinline__ uint32_t lin_bin(uint32_t key, float xmin, float scale) {
+  return lin_binf(key_float(key), xmin, scale);
+}
+// A float that takes part in the selection (not NaN, not -inf: float_key(x) != 0).
+__device__ __forceinline__ bool selectable(float x) { return x > -INFINITY; }
+// float_key of a selectable float (no NaN or -inf test).
+__device__ __forceinline__ uint32_t selectable_key(float x) {
+  uint32_t u = __float_as_uint(x);
+  if (u == 0x80000000u) u = 0u;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
 
 template <int ST, bool Loop>
 __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int kpow2, int ncap, int nmin) {
@@ -867,7 +887,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
   uint32_t* hist = keys_base + ((max(ncap + 4, 2 * kpow2) + 3) & ~3);
   __shared__ uint32_t s_warp[SW], s_min[SW], s_max[SW], s_wc[SW];
   __shared__ int64_t s_rlo, s_rhi;  // the row's range, from the thread that listed it
-  __shared__ uint32_t s_bin, s_above, s_inbin, s_count, s_gcount, s_gmin, s_gmax, s_maxb;
+  __shared__ uint32_t s_bin, s_above, s_inbin, s_count, s_gcount, s_gmin, s_gmax, s_maxb, s_pack;
   __shared__ uint32_t s_list[ST];
   __shared__ __align__(8) uint64_t bar;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -886,6 +906,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     if (tid == 0) {
       s_count = 0;
       s_gcount = 0;
+      s_pack = 0;
       s_gmin = 0xFFFFFFFFu;
       s_gmax = 0u;
       s_maxb = 0u;
@@ -896,28 +917,49 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
 
     // 1. Load: columns [0, head) and [head + body, n) by the threads, [head, head + body) by one
     // bulk copy to keys + head, which is 16-byte aligned.
+    // The row stays as floats (the passes below read 16-byte quads of keys_base: column i is
+    // element i + off; the at most 3 + 3 slots around the row in its first and last quad hold
+    // -inf, which no pass selects). A key is float_key of its float (key_at).
     const int head = min(n, static_cast<int>(((16u - (reinterpret_cast<uintptr_t>(x) & 15u)) & 15u) >> 2));
     const int body = (n - head) & ~3;
-    uint32_t* keys = keys_base + ((4 - head) & 3);
+    const int off = (4 - head) & 3;
+    const int nq4 = (n + off + 3) >> 2;  // quads of keys_base the row touches
+    uint32_t* keys = keys_base + off;
+    const float4* kq = reinterpret_cast<const float4*>(keys_base);
+    auto key_at = [&](int i) { return float_key(__uint_as_float(keys[i])); };
     if (tid == 0 && body > 0) {
       mbar_arrive_expect_tx(&bar, static_cast<uint32_t>(body) * 4u);
       bulk_load(keys + head, x + head, static_cast<uint32_t>(body) * 4u, &bar);
     }
     if (tid < head) keys[tid] = __float_as_uint(x[tid]);
     if (tid < n - head - body) keys[head + body + tid] = __float_as_uint(x[head + body + tid]);
+    if (tid < off) keys_base[tid] = 0xFF800000u;
+    if (tid < 4 * nq4 - n - off) keys_base[n + off + tid] = 0xFF800000u;
     if (body > 0) {
       mbar_wait(&bar, phase);
       phase ^= 1u;
     }
     __syncthreads();
     uint32_t valid = 0, kmin = 0xFFFFFFFFu, kmax = 0u;
-    for (int i = tid; i < n; i += ST) {
-      const uint32_t key = float_key(__uint_as_float(keys[i]));
-      keys[i] = key;
-      if (key != 0u) {
-        ++valid;
-        kmin = min(kmin, key);
-        kmax = max(kmax, key);
+    {
+      float fmn = INFINITY, fmx = -INFINITY;
+      auto see = [&](float v) {
+        if (selectable(v)) {
+          ++valid;
+          fmn = fminf(fmn, v);
+          fmx = fmaxf(fmx, v);
+        }
+      };
+      for (int q = tid; q < nq4; q += ST) {
+        const float4 v = kq[q];
+        see(v.x);
+        see(v.y);
+        see(v.z);
+        see(v.w);
+      }
+      if (valid > 0) {  // float_key is monotone
+        kmin = float_key(fmn);
+        kmax = float_key(fmx);
       }
     }
     valid = __reduce_add_sync(0xffffffffu, valid);
@@ -986,9 +1028,15 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
       if (range > 0.0f && isfinite(range) && isfinite(scale)) {
         for (int b = tid; b < kNB; b += ST) hist[b] = 0;
         __syncthreads();
-        for (int i = tid; i < n; i += ST) {
-          const uint32_t key = keys[i];
-          if (key != 0u) atomicAdd(&hist[lin_bin(key, xmin, scale)], 1u);
+        auto count = [&](float v) {
+          if (selectable(v)) atomicAdd(&hist[lin_binf(v, xmin, scale)], 1u);
+        };
+        for (int q = tid; q < nq4; q += ST) {
+          const float4 v = kq[q];
+          count(v.x);
+          count(v.y);
+          count(v.z);
+          count(v.w);
         }
         __syncthreads();
         find_bin(need);
@@ -999,28 +1047,47 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
           // `above` of them) and the bin's own keys, as composites, to a group buffer in the
           // histogram's space; each group member's rank among them (composites are unique, so
           // the rank is its place in the canonical order) says whether it is one of the `need`.
+          // A warp step covers 32 quads; each lane counts its takes and group members (packed
+          // in one word, group << 16), one warp scan and one shared atomic place them.
           uint64_t* grp = reinterpret_cast<uint64_t*>(hist);
-          for (int base = warp * 32; base < n; base += ST) {
-            const int i = base + lane;
-            const uint32_t key = i < n ? keys[i] : 0u;
-            const uint32_t lb = key != 0u ? lin_bin(key, xmin, scale) : 0u;
-            const bool take = key != 0u && lb > bin, mine = key != 0u && lb == bin;
-            const uint32_t mt = __ballot_sync(0xffffffffu, take), mg = __ballot_sync(0xffffffffu, mine);
-            if ((mt | mg) == 0u) continue;
-            uint32_t pt = 0, pg = 0;
-            if (lane == 0) {
-              if (mt) pt = atomicAdd(&s_count, static_cast<uint32_t>(__popc(mt)));
-              if (mg) pg = atomicAdd(&s_gcount, static_cast<uint32_t>(__popc(mg)));
+          for (int q = warp * 32 + lane; q - lane < nq4; q += ST) {
+            const float4 v = q < nq4 ? kq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+            const float e[4] = {v.x, v.y, v.z, v.w};
+            uint32_t mine = 0, take = 0, group = 0;  // take / group: bit j for element j
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const uint32_t lb = selectable(e[j]) ? lin_binf(e[j], xmin, scale) : 0u;
+              take |= selectable(e[j]) && lb > bin ? 1u << j : 0u;
+              group |= selectable(e[j]) && lb == bin ? 1u << j : 0u;
             }
-            pt = __shfl_sync(0xffffffffu, pt, 0) + static_cast<uint32_t>(__popc(mt & lt));
-            pg = __shfl_sync(0xffffffffu, pg, 0) + static_cast<uint32_t>(__popc(mg & lt));
-            if (take) win[pt] = compose(key, i);
-            if (mine) grp[pg] = compose(key, i);
+            mine = static_cast<uint32_t>(__popc(take)) | static_cast<uint32_t>(__popc(group)) << 16;
+            if (!__any_sync(0xffffffffu, mine != 0u)) continue;
+            uint32_t inc = mine;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+              const uint32_t t = __shfl_up_sync(0xffffffffu, inc, o);
+              if (lane >= o) inc += t;
+            }
+            uint32_t at = 0;
+            if (lane == 31) at = atomicAdd(&s_pack, inc);
+            at = __shfl_sync(0xffffffffu, at, 31) + inc - mine;
+            uint32_t pt = at & 0xFFFFu, pg = at >> 16;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              if (((take | group) >> j & 1u) == 0u) continue;
+              const uint64_t c = compose(selectable_key(e[j]), 4 * q + j - off);
+              if (take >> j & 1u) {
+                win[pt++] = c;
+              } else {
+                grp[pg++] = c;
+              }
+            }
           }
           __syncthreads();
           for (uint32_t i = tid; i < inbin; i += ST) {
             const uint64_t c = grp[i];
             uint32_t r = 0;
+#pragma unroll 1
             for (uint32_t j = 0; j < inbin; ++j) r += grp[j] > c ? 1u : 0u;
             if (r < need) {
               win[above + r] = c;
@@ -1040,7 +1107,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
         // The bin's key range.
         uint32_t gmn = 0xFFFFFFFFu, gmx = 0u;
         for (int i = tid; i < n; i += ST) {
-          const uint32_t key = keys[i];
+          const uint32_t key = key_at(i);
           if (key != 0u && lin_bin(key, xmin, scale) == bin) {
             gmn = min(gmn, key);
             gmx = max(gmx, key);
@@ -1062,13 +1129,12 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
         }
       }
       if (!done) {
-        int sh = 0;
-        while (((gend - 1 - g) >> sh) >= static_cast<uint64_t>(kNB)) ++sh;
+        int sh = range_shift(gend - 1 - g, kNBBits);
         for (;;) {
           for (int b = tid; b < kNB; b += ST) hist[b] = 0;
           __syncthreads();
           for (int i = tid; i < n; i += ST) {
-            const uint32_t key = keys[i];
+            const uint32_t key = key_at(i);
             if (key != 0u && key >= g && key < gend) atomicAdd(&hist[(key - g) >> sh], 1u);
           }
           __syncthreads();
@@ -1096,7 +1162,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     // 3. Collect: keys above thr (and at thr when ties_all), one shared atomic a warp and chunk.
     for (int base = warp * 32; base < n && !grouped; base += ST) {
       const int i = base + lane;
-      const uint32_t key = i < n ? keys[i] : 0u;
+      const uint32_t key = i < n ? key_at(i) : 0u;
       const bool take = key != 0u && (key > thr || (ties_all && key == thr));
       const uint32_t m = __ballot_sync(0xffffffffu, take);
       if (m == 0u) continue;
@@ -1113,14 +1179,14 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
       const int i0 = min(n, warp * span), i1 = min(n, i0 + span);
       uint32_t mine = 0;
       for (int i = i0 + lane; i - lane < i1; i += 32)
-        mine += static_cast<uint32_t>(__popc(__ballot_sync(0xffffffffu, i < i1 && keys[i] == thr)));
+        mine += static_cast<uint32_t>(__popc(__ballot_sync(0xffffffffu, i < i1 && key_at(i) == thr)));
       uint32_t all_ties = 0;
       // short_excl_scan over threads: only lane 0 of each warp contributes the warp's count.
       uint32_t rank = short_excl_scan<ST>(lane == 0 ? mine : 0u, s_warp, &all_ties);
       rank = __shfl_sync(0xffffffffu, rank, 0);
       const uint32_t base = tot;
       for (int i = i0 + lane; i - lane < i1 && rank < need; i += 32) {
-        const bool tie = i < i1 && keys[i] == thr;
+        const bool tie = i < i1 && key_at(i) == thr;
         const uint32_t m = __ballot_sync(0xffffffffu, tie);
         const uint32_t r = rank + static_cast<uint32_t>(__popc(m & lt));
         if (tie && r < need) win[base + r] = compose(thr, i);
@@ -1146,8 +1212,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     const float frange = key_float(kmax) - flo;
     const float fscale = static_cast<float>(kNB) / frange;
     const bool lin = frange > 0.0f && isfinite(frange) && isfinite(fscale);
-    int bs = 0;
-    while (((kmax - klo) >> bs) >= static_cast<uint32_t>(kNB)) ++bs;
+    const int bs = range_shift(kmax - klo, kNBBits);
     auto bucket = [&](uint64_t c) {
       const uint32_t key = static_cast<uint32_t>(c >> 32);
       const uint32_t b = lin ? lin_bin(key, flo, fscale) : (key - klo) >> bs;
@@ -1187,6 +1252,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
         const uint32_t b = bucket(c);
         const uint32_t s0 = b > 0 ? hist[b - 1] : 0u, e = hist[b];
         uint32_t r = 0;
+#pragma unroll 1  // buckets hold ~2 winners: the unrolled form's remainder code cost more
         for (uint32_t j = s0; j < e; ++j) r += sorted[j] > c ? 1u : 0u;
         write_one(p, row, lo, out_i, out_s, static_cast<int>(s0 + r), c);
       }
