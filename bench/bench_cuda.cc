@@ -61,6 +61,15 @@ void BM_CudaCeilingWgmmaFp8(benchmark::State& state) {
 }
 BENCHMARK(BM_CudaCeilingWgmmaFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
 
+// The card's fp8 matmul rate as BENCHMARKS.md measures it (torch._scaled_mm is cuBLASLt): an
+// 8192^3 e4m3 GEMM with bf16 output. Skipped, with the reason, where cuBLASLt cannot be opened.
+void BM_CudaCeilingGemmFp8(benchmark::State& state) {
+  std::unique_ptr<Workload> w;
+  Status s = indexlab::cuda::make_fp8_gemm_workload(8192, 8192, 8192, &w);
+  run_workload(state, s, w);
+}
+BENCHMARK(BM_CudaCeilingGemmFp8)->UseManualTime()->Unit(benchmark::kMillisecond)->MinTime(0.3);
+
 // ws = 1: the warp-specialized prefill logits kernel (the default; fp8 keys by TMA, at h >= 32
 // with an epilogue warpgroup: logits_wse_kernel), timed beside the same without the epilogue
 // warpgroup (ws = 3: INDEXLAB_LOGITS=wsnoepi), its cp.async producer (ws = 2: ws1) and

@@ -200,6 +200,10 @@ Status make_topk_workload(int64_t rows, int64_t cols, int k, uint64_t seed,
 Status make_copy_workload(int64_t bytes, std::unique_ptr<Workload>* out);
 /// Ceiling: back-to-back fp8 wgmma m64n256k32 from shared memory on every SM (flops counted).
 Status make_wgmma_peak_workload(std::unique_ptr<Workload>* out);
+/// Ceiling: the card's fp8 matmul rate, cuBLASLt's [m, k] x [n, k]^T e4m3 -> bf16 (the
+/// torch._scaled_mm shape of BENCHMARKS.md); cuBLASLt is opened at run time (an error where it is
+/// missing).
+Status make_fp8_gemm_workload(int64_t m, int64_t n, int64_t k, std::unique_ptr<Workload>* out);
 /// bf16 versions of the prefill and decode workloads (random bf16 q and k, scales 1 in prefill).
 Status make_prefill_workload_bf16(int64_t s, int h, int d, int k, bool logits_only, uint64_t seed,
                                   std::unique_ptr<Workload>* out);

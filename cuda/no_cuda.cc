@@ -39,6 +39,7 @@ Status make_topk_workload(int64_t, int64_t, int, uint64_t, std::unique_ptr<Workl
 }
 Status make_copy_workload(int64_t, std::unique_ptr<Workload>*) { return no_cuda(); }
 Status make_wgmma_peak_workload(std::unique_ptr<Workload>*) { return no_cuda(); }
+Status make_fp8_gemm_workload(int64_t, int64_t, int64_t, std::unique_ptr<Workload>*) { return no_cuda(); }
 // bf16
 Status dsa_bf16(const ref::Inputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
 Status dsa_paged_bf16(const ref::PagedInputs&, const ref::Options&, ref::Result*) { return no_cuda(); }
