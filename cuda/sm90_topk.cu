@@ -927,6 +927,15 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     uint32_t* keys = keys_base + off;
     const float4* kq = reinterpret_cast<const float4*>(keys_base);
     auto key_at = [&](int i) { return float_key(__uint_as_float(keys[i])); };
+    auto each_value = [&](auto&& f) {  // every slot of the row's quads, this thread's share
+      for (int q = tid; q < nq4; q += ST) {
+        const float4 v = kq[q];
+        f(v.x);
+        f(v.y);
+        f(v.z);
+        f(v.w);
+      }
+    };
     if (tid == 0 && body > 0) {
       mbar_arrive_expect_tx(&bar, static_cast<uint32_t>(body) * 4u);
       bulk_load(keys + head, x + head, static_cast<uint32_t>(body) * 4u, &bar);
@@ -943,20 +952,13 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     uint32_t valid = 0, kmin = 0xFFFFFFFFu, kmax = 0u;
     {
       float fmn = INFINITY, fmx = -INFINITY;
-      auto see = [&](float v) {
+      each_value([&](float v) {
         if (selectable(v)) {
           ++valid;
           fmn = fminf(fmn, v);
           fmx = fmaxf(fmx, v);
         }
-      };
-      for (int q = tid; q < nq4; q += ST) {
-        const float4 v = kq[q];
-        see(v.x);
-        see(v.y);
-        see(v.z);
-        see(v.w);
-      }
+      });
       if (valid > 0) {  // float_key is monotone
         kmin = float_key(fmn);
         kmax = float_key(fmx);
@@ -1028,16 +1030,9 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
       if (range > 0.0f && isfinite(range) && isfinite(scale)) {
         for (int b = tid; b < kNB; b += ST) hist[b] = 0;
         __syncthreads();
-        auto count = [&](float v) {
+        each_value([&](float v) {
           if (selectable(v)) atomicAdd(&hist[lin_binf(v, xmin, scale)], 1u);
-        };
-        for (int q = tid; q < nq4; q += ST) {
-          const float4 v = kq[q];
-          count(v.x);
-          count(v.y);
-          count(v.z);
-          count(v.w);
-        }
+        });
         __syncthreads();
         find_bin(need);
         const uint32_t bin = s_bin, above = s_above, inbin = s_inbin;
