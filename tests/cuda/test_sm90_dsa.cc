@@ -470,6 +470,38 @@ TEST(Sm90Dsa, Fp8_WsCpAsyncProducer) {
 // Device pointers as a caller may pass them: key scales that start 4 bytes past a 16-byte
 // boundary take the cp.async producer (a tensor map's base must be 16-byte aligned) and give the
 // bits of an aligned copy; keys or queries off a 16-byte boundary are refused by name.
+// A flat problem's device buffers (e4m3 codes: the inputs are e4m3 values) and the LogitsParams
+// that launch the fp8 prefill logits on them into `out`.
+struct DeviceFlat {
+  static std::vector<uint8_t> codes(const std::vector<float>& v) {
+    std::vector<uint8_t> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i) out[i] = ref::float_to_e4m3_satfinite(v[i]);
+    return out;
+  }
+  explicit DeviceFlat(const Inputs& in)
+      : q(codes(in.q)), k(codes(in.k)), scale(in.k_scale), w(in.w), ks(in.ks), ke(in.ke), shape(in.shape) {}
+  cuda::LogitsParams params(float* out) const {
+    cuda::LogitsParams lp;
+    lp.q = q.p;
+    lp.k = k.p;
+    lp.k_scale = scale.p;
+    lp.w = w.p;
+    lp.ks = ks.p;
+    lp.ke = ke.p;
+    lp.logits = out;
+    lp.nq = shape.nq;
+    lp.nk = shape.nk;
+    lp.ld = shape.nk;
+    lp.h = shape.h;
+    lp.d = shape.d;
+    return lp;
+  }
+  testing::Dev<uint8_t> q, k;
+  testing::Dev<float> scale, w;
+  testing::Dev<int32_t> ks, ke;
+  ref::Shape shape;
+};
+
 TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
   SKIP_WITHOUT_GPU();
   Case c;
@@ -477,32 +509,15 @@ TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
   c.nk = 1500;
   const Inputs in = make_inputs(c, seed_for("align"));
   const int64_t nq = c.nq, nk = c.nk;
-  auto codes = [](const std::vector<float>& v) {  // the inputs are e4m3 values
-    std::vector<uint8_t> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = ref::float_to_e4m3_satfinite(v[i]);
-    return out;
-  };
-  const std::vector<uint8_t> qc = codes(in.q), kc = codes(in.k);
+  const std::vector<uint8_t> kc = DeviceFlat::codes(in.k);
   std::vector<float> sc_shifted(static_cast<size_t>(nk) + 1, 1.0f);
   std::copy(in.k_scale.begin(), in.k_scale.end(), sc_shifted.begin() + 1);
   std::vector<uint8_t> k_shifted(kc.size() + 16, 0);
   std::copy(kc.begin(), kc.end(), k_shifted.begin() + 8);
-  testing::Dev<uint8_t> dq(qc), dk(kc), dk8(k_shifted);
-  testing::Dev<float> dsc(in.k_scale), dsc1(sc_shifted), dw(in.w), out_a(nq * nk), out_b(nq * nk);
-  testing::Dev<int32_t> dks(in.ks), dke(in.ke);
-  cuda::LogitsParams lp;
-  lp.q = dq.p;
-  lp.k = dk.p;
-  lp.k_scale = dsc.p;
-  lp.w = dw.p;
-  lp.ks = dks.p;
-  lp.ke = dke.p;
-  lp.logits = out_a.p;
-  lp.nq = nq;
-  lp.nk = nk;
-  lp.ld = nk;
-  lp.h = c.h;
-  lp.d = c.d;
+  const DeviceFlat dev(in);
+  testing::Dev<uint8_t> dk8(k_shifted);
+  testing::Dev<float> dsc1(sc_shifted), out_a(nq * nk), out_b(nq * nk);
+  cuda::LogitsParams lp = dev.params(out_a.p);
   Status s = cuda::launch_mqa_logits_fp8(lp);
   ASSERT_TRUE(s.ok()) << s.message();
   lp.k_scale = dsc1.p + 1;
@@ -523,8 +538,8 @@ TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
   s = cuda::launch_mqa_logits_fp8(lp);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("k must be 16-byte aligned"), std::string::npos) << s.message();
-  lp.k = dk.p;
-  lp.q = dq.p + 8;
+  lp.k = dev.k.p;
+  lp.q = dev.q.p + 8;
   s = cuda::launch_mqa_logits_fp8(lp);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("q must be 16-byte aligned"), std::string::npos) << s.message();
@@ -554,27 +569,11 @@ TEST(Sm90Dsa, Fp8_UncleanLogitsForTopk) {
       const std::string tag = std::string("Unclean_") + kernel + "_H" + std::to_string(h);
       const Inputs in = make_inputs(c, seed_for(tag.c_str()));
       testing::ScopedEnv env("INDEXLAB_LOGITS", kernel);
-      std::vector<uint8_t> qc(in.q.size()), kc(in.k.size());
-      for (size_t i = 0; i < qc.size(); ++i) qc[i] = ref::float_to_e4m3_satfinite(in.q[i]);
-      for (size_t i = 0; i < kc.size(); ++i) kc[i] = ref::float_to_e4m3_satfinite(in.k[i]);
-      testing::Dev<uint8_t> dq(qc), dk(kc);
-      testing::Dev<float> dsc(in.k_scale), dw(in.w), clean, unclean;
+      const DeviceFlat dev(in);
+      testing::Dev<float> clean, unclean;
       clean.alloc(static_cast<size_t>(nq * nk), 0xFF);    // NaN
       unclean.alloc(static_cast<size_t>(nq * nk), 0x7F);  // 0x7F7F7F7F, a finite poison
-      testing::Dev<int32_t> dks(in.ks), dke(in.ke);
-      cuda::LogitsParams lp;
-      lp.q = dq.p;
-      lp.k = dk.p;
-      lp.k_scale = dsc.p;
-      lp.w = dw.p;
-      lp.ks = dks.p;
-      lp.ke = dke.p;
-      lp.logits = clean.p;
-      lp.nq = nq;
-      lp.nk = nk;
-      lp.ld = nk;
-      lp.h = h;
-      lp.d = c.d;
+      cuda::LogitsParams lp = dev.params(clean.p);
       ASSERT_TRUE(cuda::launch_mqa_logits_fp8(lp).ok()) << tag;
       lp.logits = unclean.p;
       lp.clean_logits = false;
@@ -605,8 +604,8 @@ TEST(Sm90Dsa, Fp8_UncleanLogitsForTopk) {
         testing::Dev<float> ds(static_cast<size_t>(nq * c.k));
         cuda::TopkParams tp;
         tp.logits = buf;
-        tp.ks = dks.p;
-        tp.ke = dke.p;
+        tp.ks = dev.ks.p;
+        tp.ke = dev.ke.p;
         tp.index = di.p;
         tp.score = ds.p;
         tp.rows = nq;
