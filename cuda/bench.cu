@@ -487,7 +487,6 @@ class GemmFp8Workload : public Timed {
   Buf<uint16_t> d;
   size_t ws_bytes = size_t{64} << 20;
   float alpha = 1.0f, beta = 0.0f;
-  int chosen = 0, proposals = 0;  // which of cuBLASLt's proposals is timed (the fastest)
   ~GemmFp8Workload() override {
     if (!lt) return;
     if (la) lt->layout_destroy(la);
@@ -547,6 +546,7 @@ Status make_fp8_gemm_workload(int64_t m, int64_t n, int64_t k, std::unique_ptr<W
   // The fastest of cuBLASLt's first `found` proposals (the first is what torch._scaled_mm runs):
   // the strictest ceiling this library offers. Each is timed over 5 runs after one warm-up.
   float best = 0.0f;
+  int chosen = 0;
   for (int i = 0; i < found; ++i) {
     wl->algo = cand[i];
     float ms = 0.0f, sum = 0.0f;
@@ -558,12 +558,11 @@ Status make_fp8_gemm_workload(int64_t m, int64_t n, int64_t k, std::unique_ptr<W
     }
     if (ok && (best == 0.0f || sum < best)) {
       best = sum;
-      wl->chosen = i;
+      chosen = i;
     }
   }
   if (best == 0.0f) return error("no cuBLASLt fp8 algorithm ran for ", m, " x ", n, " x ", k);
-  wl->algo = cand[wl->chosen];
-  wl->proposals = found;
+  wl->algo = cand[chosen];
   wl->flops = 2.0 * m * n * k;
   *out = std::move(wl);
   return Status::Ok();

@@ -728,10 +728,12 @@ __global__ void __launch_bounds__(kWsThreads, 1)
 // (one thread issues the TMA copies), [640, 768) epilogue. Queries a CTA: Q = 512 / h (16, 8 or
 // 4). h = 128: a query spans both halves, whose tree tops are added (the tree's stride-8 level:
 // u_0 + u_8) before the partial is written.
-// Measured on an H200 (eleventh session): only 2-3% faster than logits_ws_kernel (32K causal
-// logits 10.9 against 11.2 ms): the issue slots were not what bound it. With the epilogue
-// arithmetic left out (wgmma, barriers and stores only) this kernel took 9.06 ms, and with no
-// math at all 5.09 ms; see cuda/NOTES.md.
+// Measured on an H200: only 2-3% faster than logits_ws_kernel (32K causal logits 10.9 against
+// 11.2 ms): the issue slots were not what bound it. With parts left out (twelfth session) the
+// 32K logits took 8.93 ms without the math warps' epilogue arithmetic, 4.46 ms with no math at
+// all and 10.4 ms without the prologue's -inf fill (which clean_logits = false now skips); ncu
+// at 8K put shared memory 76% busy, most of it the m64n64 chains' operand reads, and the issue
+// slots 58%. See cuda/NOTES.md (eleventh and twelfth sessions).
 constexpr int kWseEpiStages = 2;
 constexpr int kWseThreads = kWsMathWarpgroups * 128 + 256;
 constexpr int kWseLaunchRegs = (65536 / kWseThreads) / 8 * 8;  // 80

@@ -887,7 +887,7 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
   uint32_t* hist = keys_base + ((max(ncap + 4, 2 * kpow2) + 3) & ~3);
   __shared__ uint32_t s_warp[SW], s_min[SW], s_max[SW], s_wc[SW];
   __shared__ int64_t s_rlo, s_rhi;  // the row's range, from the thread that listed it
-  __shared__ uint32_t s_bin, s_above, s_inbin, s_count, s_gcount, s_gmin, s_gmax, s_maxb, s_pack;
+  __shared__ uint32_t s_bin, s_above, s_inbin, s_count, s_gmin, s_gmax, s_maxb, s_pack;
   __shared__ uint32_t s_list[ST];
   __shared__ __align__(8) uint64_t bar;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -905,7 +905,6 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     if (!first) fence_proxy_async();
     if (tid == 0) {
       s_count = 0;
-      s_gcount = 0;
       s_pack = 0;
       s_gmin = 0xFFFFFFFFu;
       s_gmax = 0u;
@@ -1048,14 +1047,14 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
           for (int q = warp * 32 + lane; q - lane < nq4; q += ST) {
             const float4 v = q < nq4 ? kq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
             const float e[4] = {v.x, v.y, v.z, v.w};
-            uint32_t mine = 0, take = 0, group = 0;  // take / group: bit j for element j
+            uint32_t take = 0, group = 0;  // bit j for element j
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
               const uint32_t lb = selectable(e[j]) ? lin_binf(e[j], xmin, scale) : 0u;
               take |= selectable(e[j]) && lb > bin ? 1u << j : 0u;
               group |= selectable(e[j]) && lb == bin ? 1u << j : 0u;
             }
-            mine = static_cast<uint32_t>(__popc(take)) | static_cast<uint32_t>(__popc(group)) << 16;
+            const uint32_t mine = static_cast<uint32_t>(__popc(take)) | static_cast<uint32_t>(__popc(group)) << 16;
             if (!__any_sync(0xffffffffu, mine != 0u)) continue;
             uint32_t inc = mine;
 #pragma unroll

@@ -467,19 +467,17 @@ TEST(Sm90Dsa, Fp8_WsCpAsyncProducer) {
 }
 
 #if INDEXLAB_HAVE_CUDA
-// Device pointers as a caller may pass them: key scales that start 4 bytes past a 16-byte
-// boundary take the cp.async producer (a tensor map's base must be 16-byte aligned) and give the
-// bits of an aligned copy; keys or queries off a 16-byte boundary are refused by name.
-// A flat problem's device buffers (e4m3 codes: the inputs are e4m3 values) and the LogitsParams
-// that launch the fp8 prefill logits on them into `out`.
+// A flat problem's device buffers (e4m3 codes) and the LogitsParams that launch the fp8 prefill
+// logits on them into `out`.
 struct DeviceFlat {
-  static std::vector<uint8_t> codes(const std::vector<float>& v) {
-    std::vector<uint8_t> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out[i] = ref::float_to_e4m3_satfinite(v[i]);
-    return out;
-  }
   explicit DeviceFlat(const Inputs& in)
-      : q(codes(in.q)), k(codes(in.k)), scale(in.k_scale), w(in.w), ks(in.ks), ke(in.ke), shape(in.shape) {}
+      : q(testing::e4m3_codes(in.q)),
+        k(testing::e4m3_codes(in.k)),
+        scale(in.k_scale),
+        w(in.w),
+        ks(in.ks),
+        ke(in.ke),
+        shape(in.shape) {}
   cuda::LogitsParams params(float* out) const {
     cuda::LogitsParams lp;
     lp.q = q.p;
@@ -502,6 +500,9 @@ struct DeviceFlat {
   ref::Shape shape;
 };
 
+// Device pointers as a caller may pass them: key scales that start 4 bytes past a 16-byte
+// boundary take the cp.async producer (a tensor map's base must be 16-byte aligned) and give the
+// bits of an aligned copy; keys or queries off a 16-byte boundary are refused by name.
 TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
   SKIP_WITHOUT_GPU();
   Case c;
@@ -509,7 +510,7 @@ TEST(Sm90Dsa, Fp8_LogitsPointerAlignment) {
   c.nk = 1500;
   const Inputs in = make_inputs(c, seed_for("align"));
   const int64_t nq = c.nq, nk = c.nk;
-  const std::vector<uint8_t> kc = DeviceFlat::codes(in.k);
+  const std::vector<uint8_t> kc = testing::e4m3_codes(in.k);
   std::vector<float> sc_shifted(static_cast<size_t>(nk) + 1, 1.0f);
   std::copy(in.k_scale.begin(), in.k_scale.end(), sc_shifted.begin() + 1);
   std::vector<uint8_t> k_shifted(kc.size() + 16, 0);

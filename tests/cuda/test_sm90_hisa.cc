@@ -54,12 +54,6 @@ using ::indexlab::testing::hisa::make_flat;
 using ::indexlab::testing::hisa::make_paged;
 using ::indexlab::testing::hisa::Values;
 
-[[maybe_unused]] std::vector<uint8_t> codes_of(const std::vector<float>& v) {
-  std::vector<uint8_t> c(v.size());
-  for (size_t i = 0; i < v.size(); ++i) c[i] = ref::float_to_e4m3_satfinite(v[i]);
-  return c;
-}
-
 // ---- CPU: the emulation judged against the reference -----------------------------------------
 
 void expect_judged(const compare::Problem& p, Result&& emu, const std::string& what) {
@@ -166,7 +160,7 @@ TEST(Sm90Gather, TileModeFlatBitExact) {
         ts[r * mt + 0] = std::max(0, lo[r] - 1);  // tile boundary -1
         ts[r * mt + 1] = std::max(0, hi[r] - 63);  // last visible key in its last column
       }
-      Dev<uint8_t> dq(codes_of(in.q)), dk(codes_of(in.k));
+      Dev<uint8_t> dq(testing::e4m3_codes(in.q)), dk(testing::e4m3_codes(in.k));
       Dev<float> dw(in.w), ds(in.k_scale), dl;
       Dev<int32_t> dts(ts), dlo(lo), dhi(hi);
       const int64_t ld = mt * 64 + 5;
@@ -265,7 +259,7 @@ TEST(Sm90Gather, ListModePagedBitExactWithBadPages) {
         cand[r * ncand + c] = x < 0 ? -1 : static_cast<int32_t>(x);
       }
     }
-    Dev<uint8_t> dq(codes_of(pg.q)), dc(pg.cache);
+    Dev<uint8_t> dq(testing::e4m3_codes(pg.q)), dc(pg.cache);
     Dev<float> dw(pg.w), dl;
     Dev<int32_t> dbt(pg.block_table), dcand(cand), dlo(lo), dhi(hi);
     dl.alloc(rows * ncand);
@@ -331,7 +325,7 @@ TEST(Sm90Gather, TileModePagedBitExactWithBadPages) {
             ts[r * mt + 1] = static_cast<int32_t>(pg.max_pages * 64 - 32);  // past max_pages
             ts[r * mt + mt - 1] = -1;                              // a trailing inactive tile
           }
-          Dev<uint8_t> dq(codes_of(pg.q)), dc(pg.cache);
+          Dev<uint8_t> dq(testing::e4m3_codes(pg.q)), dc(pg.cache);
           Dev<float> dw(pg.w), dl;
           Dev<int32_t> dbt(pg.block_table), dts(ts), dlo(lo), dhi(hi);
           const int64_t ld = mt * 64 + 3;

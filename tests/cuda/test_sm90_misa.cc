@@ -520,9 +520,7 @@ TEST(Sm90MisaPool, PoolKernelEqualsEmulation) {
     Inputs in = make_flat(c, seed_for("pool") + d);
     const std::vector<int32_t> beg = {0, 5, 0, 1000, 2999, 17, 64, 31};
     const std::vector<int32_t> end = {1, 38, 1024, 3000, 3000, 2017, 128, 33};
-    std::vector<uint8_t> codes(in.k.size());
-    for (size_t t = 0; t < codes.size(); ++t) codes[t] = ref::float_to_e4m3_satfinite(in.k[t]);
-    Dev<uint8_t> dk(codes), oc(std::vector<uint8_t>(beg.size() * d, 0x55));
+    Dev<uint8_t> dk(testing::e4m3_codes(in.k)), oc(std::vector<uint8_t>(beg.size() * d, 0x55));
     Dev<float> ds(in.k_scale), a(beg.size() * d), osc(beg.size());
     Dev<int32_t> db(beg), de(end);
     cuda::PoolParams pp;
