@@ -62,6 +62,9 @@ struct LogitsKernelParams {
   const int32_t* context_lens;   // [batch]
   int64_t max_pages, num_pages, page_bytes, groups_per_seq;
   int next_n;
+  // paged_tma_kernel: read the pages with an L2 evict-first policy (they are read once; the
+  // logits the top-k reads next stay in L2).
+  bool evict_first_keys;
 };
 
 template <int N>
@@ -1086,6 +1089,7 @@ __global__ void __launch_bounds__(C::kThreads, 1)
 
   if (tid >= 128) {  // producer warp: one thread issues every page's two copies
     if (tid == 128) {
+      const uint64_t pol = l2_evict_first_policy();
       for (int64_t it = 0; it < nblk; ++it) {
         const int stage = static_cast<int>(it % S);
         if (it >= S) mbar_wait_or_trap(&empty[stage], static_cast<uint32_t>((it / S - 1) & 1));
@@ -1094,9 +1098,14 @@ __global__ void __launch_bounds__(C::kThreads, 1)
         bad_s[stage] = ok ? 0 : 1;  // released to the math warps by the arrive below
         if (ok) {
           mbar_arrive_expect_tx(&full[stage], static_cast<uint32_t>(L::kKBytes + kBlockKeys * 4));
-          tma_load_3d(k_s + stage * L::kKBytes, &tmap, 0, 0, pid, &full[stage]);
-          bulk_load(sc_s + stage * kBlockKeys, p.cache + static_cast<int64_t>(pid) * p.page_bytes + kBlockKeys * RB,
-                    kBlockKeys * 4, &full[stage]);
+          const uint8_t* sc_src = p.cache + static_cast<int64_t>(pid) * p.page_bytes + kBlockKeys * RB;
+          if (p.evict_first_keys) {
+            tma_load_3d_hint(k_s + stage * L::kKBytes, &tmap, 0, 0, pid, &full[stage], pol);
+            bulk_load_hint(sc_s + stage * kBlockKeys, sc_src, kBlockKeys * 4, &full[stage], pol);
+          } else {
+            tma_load_3d(k_s + stage * L::kKBytes, &tmap, 0, 0, pid, &full[stage]);
+            bulk_load(sc_s + stage * kBlockKeys, sc_src, kBlockKeys * 4, &full[stage]);
+          }
         } else {
           mbar_arrive(&full[stage]);  // nothing to read: the block's logits are NaN
         }
@@ -1238,6 +1247,9 @@ Status launch_paged_tma_cfg(LogitsKernelParams kp, int64_t ctas_rows, cudaStream
   const int64_t chunks = (kp.n_blocks + kp.blocks_per_cta - 1) / kp.blocks_per_cta;
   if (chunks > 65535) return error("max_pages = ", kp.n_blocks, " is too large");
   const dim3 grid(static_cast<unsigned>(ctas_rows), static_cast<unsigned>(chunks));
+  // INDEXLAB_DECODE_HINT=0 reads the pages without the evict-first policy (side-by-side runs).
+  const char* hint = std::getenv("INDEXLAB_DECODE_HINT");
+  kp.evict_first_keys = !(hint != nullptr && std::strcmp(hint, "0") == 0);
   kernel<<<grid, C::kThreads, C::kTotal, stream>>>(kp, map);
   INDEXLAB_CUDA_CHECK(cudaGetLastError());
   return Status::Ok();

@@ -695,7 +695,8 @@ TEST(Sm90Paged, Fp8_NextN1to4_OutOfOrderPages) {
 // next_n = 1, as MISA decode's routed heads): bit-exact against the emulation at every head
 // count that fits, d = 64 and 128 (64- and 128-byte swizzled pages), next_n 1 to 8, pages out of
 // order, empty, short and multi-chunk contexts, relative and absolute indices; 20 reruns
-// identical, and the same logits and selection as logits_kernel (INDEXLAB_DECODE=v1).
+// identical, the same bits with and without its L2 evict-first policy (INDEXLAB_DECODE_HINT=0),
+// and the same logits and selection as logits_kernel (INDEXLAB_DECODE=v1).
 TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   SKIP_WITHOUT_GPU();
   testing::ScopedEnv tma("INDEXLAB_DECODE", "tma");
@@ -718,6 +719,16 @@ TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   o.want_logits = true;
   const Result t = testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_paged_fp8(in, o, r); },
                                                             20, "Tma_Reruns");
+  {
+    testing::ScopedEnv plain("INDEXLAB_DECODE_HINT", "0");  // the pages read without the L2 policy
+    Result u;
+    const Status st = cuda::dsa_paged_fp8(in, o, &u);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(t.logits.size(), u.logits.size());
+    EXPECT_EQ(0, std::memcmp(t.logits.data(), u.logits.data(), u.logits.size() * 4))
+        << "the L2 evict-first policy changed the decode logits";
+    EXPECT_EQ(t.index, u.index);
+  }
   testing::ScopedEnv v1("INDEXLAB_DECODE", "v1");
   Result d;
   const Status st = cuda::dsa_paged_fp8(in, o, &d);
