@@ -719,24 +719,19 @@ TEST(Sm90Paged, Fp8_TmaDecodeKernel) {
   o.want_logits = true;
   const Result t = testing::expect_reruns_bitwise_identical([&](Result* r) { return cuda::dsa_paged_fp8(in, o, r); },
                                                             20, "Tma_Reruns");
-  {
-    testing::ScopedEnv plain("INDEXLAB_DECODE_HINT", "0");  // the pages read without the L2 policy
+  // The same logits and selection with `var` set to `value`.
+  auto expect_same_with = [&](const char* var, const char* value, const char* what) {
+    testing::ScopedEnv env(var, value);
     Result u;
     const Status st = cuda::dsa_paged_fp8(in, o, &u);
     ASSERT_TRUE(st.ok()) << st.message();
     ASSERT_EQ(t.logits.size(), u.logits.size());
-    EXPECT_EQ(0, std::memcmp(t.logits.data(), u.logits.data(), u.logits.size() * 4))
-        << "the L2 evict-first policy changed the decode logits";
-    EXPECT_EQ(t.index, u.index);
-  }
-  testing::ScopedEnv v1("INDEXLAB_DECODE", "v1");
-  Result d;
-  const Status st = cuda::dsa_paged_fp8(in, o, &d);
-  ASSERT_TRUE(st.ok()) << st.message();
-  ASSERT_EQ(t.logits.size(), d.logits.size());
-  EXPECT_EQ(0, std::memcmp(t.logits.data(), d.logits.data(), d.logits.size() * 4))
-      << "the TMA and v1 decode kernels disagree";
-  EXPECT_EQ(t.index, d.index);
+    EXPECT_EQ(0, std::memcmp(t.logits.data(), u.logits.data(), u.logits.size() * 4)) << what;
+    EXPECT_EQ(t.index, u.index) << what;
+  };
+  // The pages read without the L2 policy, then by logits_kernel.
+  expect_same_with("INDEXLAB_DECODE_HINT", "0", "the L2 evict-first policy changed the decode logits");
+  expect_same_with("INDEXLAB_DECODE", "v1", "the TMA and v1 decode kernels disagree");
 }
 
 // ---- top-k alone --------------------------------------------------------------------------
