@@ -14,9 +14,22 @@
 #                                                 or ./gpu_check_out); STEPS, an extended regex,
 #                                                 runs only the steps whose names match (default:
 #                                                 all). `gpu_check.sh steps` lists them.
+#   bench/gpu_check.sh ab FILTER ROUNDS VARIANT...
+#                                                 on the GPU machine, from where the script lies:
+#                                                 the indexlab_bench rows matching FILTER for every
+#                                                 VARIANT in turn, ROUNDS times (alternated, so a
+#                                                 clock that drifts shows in every variant alike).
+#                                                 VARIANT is TAG=BINARY or TAG=BINARY,VAR=VALUE,...
+#                                                 (environment for that binary). Logs go to OUT
+#                                                 (default $OUT or ./gpu_check_out) as
+#                                                 ab_TAG_ROUND.log; last, one line a row with every
+#                                                 variant's times.
 #
 # On an H200 all of it takes more than one 600 s device call (a whole run ran out of time): split, e.g.
-# STEPS='^(test|bench)' then '^(memcheck|racecheck)'.
+# STEPS='^(test|bench)' then '^(memcheck|racecheck)'. An A/B call, e.g. main's previous binary
+# (copied to .carry/old/) against the new one with and without a switch:
+#   .carry/gpu_check.sh ab 'BM_CudaPrefillCausal/S:32768/logits_only:0/ws:1/' 2 \
+#     old=old/indexlab_bench new=./indexlab_bench off=./indexlab_bench,INDEXLAB_DECODE_HINT=0
 set -u
 cmd=${1:-}
 case "$cmd" in
@@ -93,8 +106,56 @@ case "$cmd" in
     step racecheck_tma 300 compute-sanitizer --tool racecheck ./test_cuda \
       --gtest_filter='Sm90Paged.Fp8_TmaDecodeKernel:Sm90Gather.TileMode*'
     ;;
+  ab)
+    filter=${2:-}
+    rounds=${3:-}
+    if [ -z "$filter" ] || ! [[ $rounds =~ ^[1-9][0-9]*$ ]] || [ $# -lt 4 ]; then
+      echo "usage: gpu_check.sh ab FILTER ROUNDS TAG=BINARY[,VAR=VALUE...]..." >&2
+      exit 2
+    fi
+    shift 3
+    out=${OUT:-./gpu_check_out}
+    mkdir -p "$out" && out=$(cd "$out" && pwd)
+    tags=()
+    for v in "$@"; do
+      tag=${v%%=*}
+      if [ "$tag" = "$v" ] || ! [[ $tag =~ ^[A-Za-z0-9_.-]+$ ]]; then
+        echo "gpu_check.sh ab: variant '$v' is not TAG=BINARY[,VAR=VALUE...]" >&2
+        exit 2
+      fi
+      tags+=("$tag")
+    done
+    cd "$(dirname "$0")" || exit 2
+    export LD_LIBRARY_PATH=$PWD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    command -v nvidia-smi > /dev/null &&
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,power.draw --format=csv,noheader
+    for r in $(seq 1 "$rounds"); do
+      for v in "$@"; do
+        tag=${v%%=*}
+        rest=${v#*=}
+        bin=${rest%%,*}
+        envs=()
+        [[ $rest == *,* ]] && IFS=',' read -r -a envs <<< "${rest#*,}"
+        echo "== $tag, round $r: $bin ${envs[*]}"
+        env ${envs[@]+"${envs[@]}"} timeout 150 "$bin" --benchmark_filter="$filter" > "$out/ab_${tag}_$r.log" 2>&1
+        rc=$?
+        [ $rc = 0 ] || echo "rc=$rc$([ $rc = 124 ] && echo ' (timed out)')"
+      done
+    done
+    # One line a benchmark row: every variant's times, round by round.
+    for tag in "${tags[@]}"; do
+      for r in $(seq 1 "$rounds"); do
+        sed -E 's#/(min_time|iterations):[^/ ]*##; s#/manual_time##' "$out/ab_${tag}_$r.log" |
+          awk -v t="$tag" '/^BM_/ { print $1 "\t" t "\t" $2 " " $3 }'
+      done
+    done | awk -F'\t' '
+      !($1 in seen) { seen[$1] = 1; order[++n] = $1 }
+      !(($1, $2) in have) { have[$1, $2] = 1; tg[$1] = tg[$1] " | " $2 ":" }
+      { tg[$1] = tg[$1] " " $3 }
+      END { for (i = 1; i <= n; ++i) print order[i] tg[order[i]] }'
+    ;;
   *)
-    sed -n '2,19p' "$0"
+    sed -n '2,32p' "$0"
     exit 2
     ;;
 esac
