@@ -19,13 +19,17 @@ int num_sms();  // sm90_logits.cu
 
 constexpr int kTopkThreads = 1024;
 
+// float_key of a float that takes part in the selection (not NaN, not -inf): no test for those.
+__device__ __forceinline__ uint32_t selectable_key(float x) {
+  uint32_t u = __float_as_uint(x);
+  if (u == 0x80000000u) u = 0u;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
 // Order-preserving key of a float: larger float -> larger key. NaN and -inf map to 0 (never
 // selected); -0 is folded onto +0 so equal scores tie and fall back to the index order.
 __device__ __forceinline__ uint32_t float_key(float f) {
-  uint32_t u = __float_as_uint(f);
-  if (f != f || u == 0xFF800000u) return 0u;
-  if (u == 0x80000000u) u = 0u;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  const uint32_t u = __float_as_uint(f);
+  return f != f || u == 0xFF800000u ? 0u : selectable_key(f);
 }
 __device__ __forceinline__ float key_float(uint32_t k) {
   const uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
@@ -866,13 +870,6 @@ __device__ __forceinline__ uint32_t lin_bin(uint32_t key, float xmin, float scal
 }
 // A float that takes part in the selection (not NaN, not -inf: float_key(x) != 0).
 __device__ __forceinline__ bool selectable(float x) { return x > -INFINITY; }
-// float_key of a selectable float (no NaN or -inf test).
-__device__ __forceinline__ uint32_t selectable_key(float x) {
-  uint32_t u = __float_as_uint(x);
-  if (u == 0x80000000u) u = 0u;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 
 template <int ST, bool Loop>
 __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int kpow2, int ncap, int nmin) {

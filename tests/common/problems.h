@@ -68,7 +68,6 @@ inline void fill_raw_values(ref::RawInputs* raw, ValueClass cls, std::mt19937_64
   }
 }
 
-/// ks = 0 and ke = the causal end of each of the last nq positions of nk keys.
 /// The e4m3 codes of values that are e4m3 values (the fp8 problems' q and k), as the kernels take them.
 inline std::vector<uint8_t> e4m3_codes(const std::vector<float>& v) {
   std::vector<uint8_t> out(v.size());
@@ -76,6 +75,7 @@ inline std::vector<uint8_t> e4m3_codes(const std::vector<float>& v) {
   return out;
 }
 
+/// ks = 0 and ke = the causal end of each of the last nq positions of nk keys.
 inline void causal_tail_ranges(ref::RawInputs* raw) {
   const int64_t nq = raw->shape.nq, nk = raw->shape.nk;
   raw->ks.assign(static_cast<size_t>(nq), 0);
