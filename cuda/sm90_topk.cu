@@ -809,6 +809,23 @@ constexpr int kNBBits = 10;               // histogram bins a pass: 1024
 constexpr int kNB = 1 << kNBBits;
 constexpr uint32_t kGroupCap = kNB / 2;   // composites the histogram's space holds
 constexpr uint32_t kShortMaxBucket = 32;  // a larger sort bucket: bitonic sort instead
+// Buckets of the winners' sort: the winners' power of two, within [kNB, 4 kNB] (twice as many
+// measured the same on an H200, cuda/NOTES.md, fourteenth session).
+__host__ __device__ constexpr int short_sort_bins(int kpow2) {
+  return kpow2 < kNB ? kNB : (kpow2 > 4 * kNB ? 4 * kNB : kpow2);
+}
+// The sort's bucket b lives at word b + b / 32 of its array: a thread's run of nsb / ST buckets
+// then starts in a bank of its own (without the skew, 256 threads' runs of 16 fell on two banks,
+// and the scan's reads and writes were 16-way bank conflicts).
+__host__ __device__ constexpr int sort_slot(int b) { return b + (b >> 5); }
+// Words of the key region: the row (ncap + the 4 slots around it), later the sorted winners
+// (2 kpow2 words) and the sort's buckets; a multiple of 4.
+__host__ __device__ constexpr int64_t short_key_words(int64_t ncap, int kpow2) {
+  return ((ncap + 4 > 2 * kpow2 + sort_slot(short_sort_bins(kpow2)) ? ncap + 4
+                                                                     : 2 * kpow2 + sort_slot(short_sort_bins(kpow2))) +
+          3) &
+         ~int64_t{3};
+}
 
 // Block-wide (ST threads) exclusive prefix sum in ascending thread order; *total gets the sum.
 template <int ST>
@@ -824,11 +841,26 @@ __device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp
   if (lane == 31) s_warp[warp] = incl;
   __syncthreads();
   uint32_t before = 0, tot = 0;
+  if constexpr (SW > 8) {
+    // The warps' totals, scanned across the lanes of every warp (lane w holds warp w's): one
+    // shared load and a shuffle scan instead of every thread adding up all SW totals (at 8
+    // warps the loop below was faster: 16384 x 8192 0.603 against 0.617 ms on an H200).
+    const uint32_t x = lane < SW ? s_warp[lane] : 0u;
+    uint32_t xs = x;
 #pragma unroll
-  for (int w = 0; w < SW; ++w) {
-    const uint32_t x = s_warp[w];
-    before += w < warp ? x : 0u;
-    tot += x;
+    for (int o = 1; o < SW; o <<= 1) {
+      const uint32_t t = __shfl_up_sync(0xffffffffu, xs, o);
+      if (lane >= o) xs += t;
+    }
+    before = __shfl_sync(0xffffffffu, xs - x, warp);
+    tot = __shfl_sync(0xffffffffu, xs, SW - 1);
+  } else {
+#pragma unroll
+    for (int w = 0; w < SW; ++w) {
+      const uint32_t x = s_warp[w];
+      before += w < warp ? x : 0u;
+      tot += x;
+    }
   }
   __syncthreads();
   *total = tot;
@@ -870,18 +902,30 @@ __device__ __forceinline__ uint32_t lin_bin(uint32_t key, float xmin, float scal
 }
 // A float that takes part in the selection (not NaN, not -inf: float_key(x) != 0).
 __device__ __forceinline__ bool selectable(float x) { return x > -INFINITY; }
+// The fast path's raw winner: a selectable float's bits << 32 | ~column (nc = ~column).
+__device__ __forceinline__ uint64_t raw_entry(float x, uint32_t nc) {
+  return static_cast<uint64_t>(__float_as_uint(x)) << 32 | nc;
+}
+// A raw entry as the composite compose(float_key(x), column) (the same ~column word).
+__device__ __forceinline__ uint64_t raw_to_composite(uint64_t r) {
+  return static_cast<uint64_t>(selectable_key(__uint_as_float(static_cast<uint32_t>(r >> 32)))) << 32 |
+         static_cast<uint32_t>(r);
+}
 
+// At most 64 registers (1024 threads an SM): without the minimum, ptxas gave the 256-thread
+// looping instance 48 registers and spills.
 template <int ST, bool Loop>
-__global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int kpow2, int ncap, int nmin) {
+__global__ void __launch_bounds__(ST, 1024 / ST) topk_short_kernel(const TopkParams p, int kpow2, int ncap, int nmin) {
   constexpr int SW = ST / 32;   // warps
   constexpr int NBT = kNB / ST;  // histogram bins a thread
   static_assert(NBT >= 1 && kNB % ST == 0, "kNB must be a multiple of the thread count");
+  static_assert(SW <= 32, "short_excl_scan scans the warps' totals across one warp's lanes");
   extern __shared__ __align__(16) uint64_t smem[];
   uint64_t* win = smem;                                                    // [max(kpow2, 2)]
   uint32_t* keys_base = reinterpret_cast<uint32_t*>(smem + max(kpow2, 2));  // 16-byte aligned
-  // [kNB], 8-byte aligned (the group buffer reuses it); the key region holds
-  // max(ncap + 4, 2 kpow2) words rounded up to 4 (the sorted winners reuse it).
-  uint32_t* hist = keys_base + ((max(ncap + 4, 2 * kpow2) + 3) & ~3);
+  // [kNB], 8-byte aligned (the group buffer reuses it); the key region holds short_key_words
+  // (the sorted winners and the sort's buckets reuse it).
+  uint32_t* hist = keys_base + short_key_words(ncap, kpow2);
   __shared__ uint32_t s_warp[SW], s_min[SW], s_max[SW], s_wc[SW];
   __shared__ int64_t s_rlo, s_rhi;  // the row's range, from the thread that listed it
   __shared__ uint32_t s_bin, s_above, s_inbin, s_count, s_gmin, s_gmax, s_maxb, s_pack;
@@ -970,13 +1014,19 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     }
     __syncthreads();
     uint32_t total = 0;
-    kmin = 0xFFFFFFFFu;
-    kmax = 0u;
+    if constexpr (SW > 8) {  // every warp reduces the SW warps' figures across its lanes
+      total = __reduce_add_sync(0xffffffffu, lane < SW ? s_warp[lane] : 0u);
+      kmin = __reduce_min_sync(0xffffffffu, lane < SW ? s_min[lane] : 0xFFFFFFFFu);
+      kmax = __reduce_max_sync(0xffffffffu, lane < SW ? s_max[lane] : 0u);
+    } else {
+      kmin = 0xFFFFFFFFu;
+      kmax = 0u;
 #pragma unroll
-    for (int w = 0; w < SW; ++w) {
-      total += s_warp[w];
-      kmin = min(kmin, s_min[w]);
-      kmax = max(kmax, s_max[w]);
+      for (int w = 0; w < SW; ++w) {
+        total += s_warp[w];
+        kmin = min(kmin, s_min[w]);
+        kmax = max(kmax, s_max[w]);
+      }
     }
     __syncthreads();
 
@@ -1034,54 +1084,57 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
         const uint32_t bin = s_bin, above = s_above, inbin = s_inbin;
         need -= above;
         if (inbin <= kGroupCap) {
-          // Fast path: one pass appends the keys of the higher bins to the winners (exactly
-          // `above` of them) and the bin's own keys, as composites, to a group buffer in the
-          // histogram's space; each group member's rank among them (composites are unique, so
-          // the rank is its place in the canonical order) says whether it is one of the `need`.
-          // A warp step covers 32 quads; each lane counts its takes and group members (packed
-          // in one word, group << 16), one warp scan and one shared atomic place them.
+          // Fast path: one pass appends the columns of the higher bins to the winners (exactly
+          // `above` of them) and the bin's own columns to a group buffer in the histogram's
+          // space; each group member's rank among them (composites are unique, so the rank is
+          // its place in the canonical order) says whether it is one of the `need`.
+          // Both buffers hold raw entries (the float's bits << 32 | ~index, raw_entry), made
+          // composites by raw_to_composite where they are used densely (the group's rank loop,
+          // the sort's first pass): an instruction in this pass runs for every lane's four
+          // columns, taken or not. A warp step covers 32 quads; the takes of element j are
+          // placed by their ballot (one shared atomic a step for the warp's takes); group members,
+          // rare, by a shared atomic each.
           uint64_t* grp = reinterpret_cast<uint64_t*>(hist);
           for (int q = warp * 32 + lane; q - lane < nq4; q += ST) {
             const float4 v = q < nq4 ? kq[q] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
             const float e[4] = {v.x, v.y, v.z, v.w};
-            uint32_t take = 0, group = 0;  // bit j for element j
+            uint32_t mt[4], ntake = 0;
+            bool tk[4], anyg = false;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
-              const uint32_t lb = selectable(e[j]) ? lin_binf(e[j], xmin, scale) : 0u;
-              take |= selectable(e[j]) && lb > bin ? 1u << j : 0u;
-              group |= selectable(e[j]) && lb == bin ? 1u << j : 0u;
+              // -inf, NaN and the padding give bin 0 (lin_binf), never above the bin
+              const uint32_t lb = lin_binf(e[j], xmin, scale);
+              tk[j] = lb > bin;
+              anyg |= selectable(e[j]) && lb == bin;
+              mt[j] = __ballot_sync(0xffffffffu, tk[j]);
+              ntake += static_cast<uint32_t>(__popc(mt[j]));
             }
-            const uint32_t mine = static_cast<uint32_t>(__popc(take)) | static_cast<uint32_t>(__popc(group)) << 16;
-            if (!__any_sync(0xffffffffu, mine != 0u)) continue;
-            uint32_t inc = mine;
+            const uint32_t i0 = 0xFFFFFFFFu - static_cast<uint32_t>(4 * q - off);  // ~column of element 0
+            if (ntake != 0u) {  // warp-uniform
+              uint32_t at = 0;
+              if (lane == 0) at = atomicAdd(&s_count, ntake);
+              at = __shfl_sync(0xffffffffu, at, 0);
 #pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-              const uint32_t t = __shfl_up_sync(0xffffffffu, inc, o);
-              if (lane >= o) inc += t;
-            }
-            uint32_t at = 0;
-            if (lane == 31) at = atomicAdd(&s_pack, inc);
-            at = __shfl_sync(0xffffffffu, at, 31) + inc - mine;
-            uint32_t pt = at & 0xFFFFu, pg = at >> 16;
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              if (((take | group) >> j & 1u) == 0u) continue;
-              const uint64_t c = compose(selectable_key(e[j]), 4 * q + j - off);
-              if (take >> j & 1u) {
-                win[pt++] = c;
-              } else {
-                grp[pg++] = c;
+              for (int j = 0; j < 4; ++j) {
+                if (tk[j]) win[at + static_cast<uint32_t>(__popc(mt[j] & lt))] = raw_entry(e[j], i0 - j);
+                at += static_cast<uint32_t>(__popc(mt[j]));
               }
+            }
+            if (anyg) {
+#pragma unroll
+              for (int j = 0; j < 4; ++j)
+                if (selectable(e[j]) && lin_binf(e[j], xmin, scale) == bin)
+                  grp[atomicAdd(&s_pack, 1u)] = raw_entry(e[j], i0 - j);
             }
           }
           __syncthreads();
           for (uint32_t i = tid; i < inbin; i += ST) {
-            const uint64_t c = grp[i];
+            const uint64_t c = raw_to_composite(grp[i]);
             uint32_t r = 0;
 #pragma unroll 1
-            for (uint32_t j = 0; j < inbin; ++j) r += grp[j] > c ? 1u : 0u;
+            for (uint32_t j = 0; j < inbin; ++j) r += raw_to_composite(grp[j]) > c ? 1u : 0u;
             if (r < need) {
-              win[above + r] = c;
+              win[above + r] = grp[i];
               atomicMin(&s_gmin, static_cast<uint32_t>(c >> 32));
             }
           }
@@ -1192,41 +1245,69 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
       if (out_s) out_s[t] = -INFINITY;
     }
     if (tot == 0) return;
-    // 4. Sort the winners: bucket them by value (linear over [lowest winner, max], or key digits
-    // where that range is not finite; bucket 0 the largest), count, scan, scatter into the dead
-    // key buffer, and rank each within its bucket by comparing composites. Buckets stay small on
-    // any smooth distribution; a bucket over kShortMaxBucket (heavy ties, a few distinct values)
-    // sends the row to a bitonic sort instead. The composites are unique, so both give one order.
+    // The tie pass above reads the row, which the sort's buckets below overwrite.
+    if (!grouped && !ties_all) __syncthreads();
+    // 4. Sort the winners: bucket them by value (bucket 0 the largest), count, scan, scatter into
+    // the dead key buffer, and rank each within its bucket by comparing composites. The buckets
+    // (short_sort_bins of them) are spaced by the square root of the winner's place in [lowest
+    // winner, max], floor(sqrt((x - lo) / (max - lo)) * buckets), or by key digits where that
+    // range is not finite. The square root spreads the winners next to the threshold, where a
+    // selected tail is densest (for the top 2048 of 16384 normal scores, 1024 linear buckets hold
+    // ~15 winners there by the tail's density, and each winner's rank loop walks its whole
+    // bucket; uniform scores, densest at the top, keep ~2 a bucket). Both maps are monotone in
+    // the key, so every bucket is a contiguous key range. A bucket over kShortMaxBucket (heavy
+    // ties, a few distinct values) sends the row to a bitonic sort instead. The composites are
+    // unique, so both give one order.
     uint64_t* sorted = reinterpret_cast<uint64_t*>(keys_base);
+    uint32_t* sh = keys_base + 2 * kpow2;  // bucket b at sh[sort_slot(b)]: counts, then starts, then ends
+    const int nsb = short_sort_bins(kpow2);
+    const int nsb_bits = 31 - __clz(nsb);
     const uint32_t klo = total > k ? thr : kmin;
     const float flo = key_float(klo);
     const float frange = key_float(kmax) - flo;
-    const float fscale = static_cast<float>(kNB) / frange;
-    const bool lin = frange > 0.0f && isfinite(frange) && isfinite(fscale);
-    const int bs = range_shift(kmax - klo, kNBBits);
+    const float finv = 1.0f / frange;
+    const float fnsb = static_cast<float>(nsb);
+    const bool lin = frange > 0.0f && isfinite(frange) && isfinite(finv);
+    const int bs = range_shift(kmax - klo, nsb_bits);
     auto bucket = [&](uint64_t c) {
       const uint32_t key = static_cast<uint32_t>(c >> 32);
-      const uint32_t b = lin ? lin_bin(key, flo, fscale) : (key - klo) >> bs;
-      return static_cast<uint32_t>(kNB - 1) - b;
+      uint32_t b;
+      if (lin) {
+        const float t = __fsqrt_rn((key_float(key) - flo) * finv) * fnsb;
+        b = min(__float2uint_rz(t), static_cast<uint32_t>(nsb - 1));
+      } else {
+        b = (key - klo) >> bs;
+      }
+      return static_cast<uint32_t>(nsb - 1) - b;
     };
-    for (int b = tid; b < kNB; b += ST) hist[b] = 0;
+    for (int b = tid; b < sort_slot(nsb); b += ST) sh[b] = 0;
     __syncthreads();
-    for (uint32_t i = tid; i < tot; i += ST) atomicAdd(&hist[bucket(win[i])], 1u);
+    for (uint32_t i = tid; i < tot; i += ST) {
+      uint64_t c = win[i];
+      if (grouped) {  // the fast path's raw entries become composites here
+        c = raw_to_composite(c);
+        win[i] = c;
+      }
+      atomicAdd(&sh[sort_slot(bucket(c))], 1u);
+    }
     __syncthreads();
     {
-      uint32_t c[NBT], sum = 0, mx = 0;
-#pragma unroll
-      for (int j = 0; j < NBT; ++j) {
-        c[j] = hist[NBT * tid + j];
-        sum += c[j];
-        mx = max(mx, c[j]);
+      // Thread t owns buckets [t * nbt, (t + 1) * nbt).
+      const int nbt = nsb / ST;
+      uint32_t sum = 0, mx = 0;
+#pragma unroll 4
+      for (int j = 0; j < nbt; ++j) {
+        const uint32_t c = sh[sort_slot(nbt * tid + j)];
+        sum += c;
+        mx = max(mx, c);
       }
       uint32_t all = 0;
       uint32_t st = short_excl_scan<ST>(sum, s_warp, &all);
-#pragma unroll
-      for (int j = 0; j < NBT; ++j) {  // becomes the bucket's insertion cursor, then its end
-        hist[NBT * tid + j] = st;
-        st += c[j];
+#pragma unroll 4
+      for (int j = 0; j < nbt; ++j) {  // becomes the bucket's insertion cursor, then its end
+        const uint32_t c = sh[sort_slot(nbt * tid + j)];
+        sh[sort_slot(nbt * tid + j)] = st;
+        st += c;
       }
       mx = __reduce_max_sync(0xffffffffu, mx);
       if (lane == 0) atomicMax(&s_maxb, mx);
@@ -1235,13 +1316,13 @@ __global__ void __launch_bounds__(ST) topk_short_kernel(const TopkParams p, int 
     if (s_maxb <= kShortMaxBucket) {
       for (uint32_t i = tid; i < tot; i += ST) {
         const uint64_t c = win[i];
-        sorted[atomicAdd(&hist[bucket(c)], 1u)] = c;
+        sorted[atomicAdd(&sh[sort_slot(bucket(c))], 1u)] = c;
       }
       __syncthreads();
       for (uint32_t i = tid; i < tot; i += ST) {
         const uint64_t c = sorted[i];
         const uint32_t b = bucket(c);
-        const uint32_t s0 = b > 0 ? hist[b - 1] : 0u, e = hist[b];
+        const uint32_t s0 = b > 0 ? sh[sort_slot(b - 1)] : 0u, e = sh[sort_slot(b)];
         uint32_t r = 0;
 #pragma unroll 1  // buckets hold ~2 winners: the unrolled form's remainder code cost more
         for (uint32_t j = s0; j < e; ++j) r += sorted[j] > c ? 1u : 0u;
@@ -1284,10 +1365,10 @@ Status launch_cluster(const TopkParams& p, int kpow2, bool spec, int nskip, size
 }
 
 // The short-row kernel's dynamic shared memory: winners [max(kpow2, 2)] u64, keys
-// [max(ncap + 4, 2 kpow2)] u32 rounded up to 4 (later the sorted winners), histogram [kNB] u32.
+// [short_key_words] u32 (later the sorted winners and the sort's buckets), histogram [kNB] u32.
 size_t short_smem(int kpow2, int64_t ncap) {
   return static_cast<size_t>(std::max(kpow2, 2)) * 8 +
-         static_cast<size_t>((std::max<int64_t>(ncap + 4, 2 * kpow2) + 3) & ~int64_t{3}) * 4 +
+         static_cast<size_t>(detail::short_key_words(ncap, kpow2)) * 4 +
          static_cast<size_t>(detail::kNB) * 4;
 }
 // Dynamic shared memory the short-row instances may ask for: 227 KB less room for the static

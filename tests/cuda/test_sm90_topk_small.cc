@@ -134,8 +134,10 @@ TEST(Sm90TopkSmall, TiesAndNarrowRanges) {
 
 // The linear first pass (bins over [min, max] of the row's values) and its hand-over to the key
 // digits: outliers that leave every other value in one bin, ranges that overflow or whose scale
-// does (those rows take the key digits), magnitudes over 60 decades, values on the bin edges and
-// whole bins at the K-th largest.
+// does (those rows take the key digits), magnitudes over 60 decades, values on the bin edges,
+// whole bins at the K-th largest, and zeros of both signs and subnormals where the K-th largest
+// falls (the fast path keeps a winner's raw float bits until it ranks them, and -0 must still tie
+// with +0).
 TEST(Sm90TopkSmall, LinearBinsEdgeCases) {
   SKIP_WITHOUT_GPU();
   TopkEnv env("short");
@@ -164,6 +166,20 @@ TEST(Sm90TopkSmall, LinearBinsEdgeCases) {
     std::shuffle(r.begin(), r.end(), rng);
     rv.push_back(r);
     for (int64_t j = 0; j < cols; ++j) r[j] = static_cast<float>(j % 2048) * 0.25f;  // whole bins
+    rv.push_back(r);
+    for (auto& v : r) {  // zeros of both signs and subnormals at the median (K = 4097 of 8192):
+      const uint32_t kind = static_cast<uint32_t>(rng() % 8);  // the K-th largest near 0
+      if (kind == 0) {
+        v = -0.0f;
+      } else if (kind == 1) {
+        v = 0.0f;
+      } else if (kind == 2) {
+        const uint32_t b = static_cast<uint32_t>(rng() & 0xFFFu) | (rng() % 2 ? 0x80000000u : 0u);
+        std::memcpy(&v, &b, 4);
+      } else {
+        v = u01(rng) * 2.0f - 1.0f;
+      }
+    }
     rv.push_back(r);
     std::vector<float> x;
     for (auto& row : rv) x.insert(x.end(), row.begin(), row.end());
