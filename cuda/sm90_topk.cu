@@ -886,8 +886,9 @@ __device__ __forceinline__ uint32_t short_excl_scan(uint32_t v, uint32_t* s_warp
 //     taken, one shared atomic a warp and chunk; ties at T in ascending index order (a warp owns
 //     a contiguous index range and ranks its ties in 32-column chunks; one block scan gives the
 //     warps' bases).
-//  4. Sort: bucket the winners by value, count, scan, scatter, rank within the bucket; a bucket
-//     over kShortMaxBucket sends the row to a bitonic sort. Write.
+//  4. Sort: bucket the winners by value (square-root spaced above the lowest winner), count,
+//     scan, scatter, rank within the bucket; a bucket over kShortMaxBucket sends the row to a
+//     bitonic sort. Write.
 // Same output as the other kernels, bit for bit. On an H200, 16384 rows x 8192, K = 2048: 0.842
 // ms, against 2.19 ms for the previous form (2048 key-digit bins from the first pass, a
 // 256-thread load loop, one atomic a winner, a bitonic sort of every row's winners) in the same
