@@ -821,10 +821,8 @@ __host__ __device__ constexpr int sort_slot(int b) { return b + (b >> 5); }
 // Words of the key region: the row (ncap + the 4 slots around it), later the sorted winners
 // (2 kpow2 words) and the sort's buckets; a multiple of 4.
 __host__ __device__ constexpr int64_t short_key_words(int64_t ncap, int kpow2) {
-  return ((ncap + 4 > 2 * kpow2 + sort_slot(short_sort_bins(kpow2)) ? ncap + 4
-                                                                     : 2 * kpow2 + sort_slot(short_sort_bins(kpow2))) +
-          3) &
-         ~int64_t{3};
+  const int sort_words = 2 * kpow2 + sort_slot(short_sort_bins(kpow2));
+  return ((ncap + 4 > sort_words ? ncap + 4 : sort_words) + 3) & ~int64_t{3};
 }
 
 // Block-wide (ST threads) exclusive prefix sum in ascending thread order; *total gets the sum.
